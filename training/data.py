@@ -1,0 +1,128 @@
+"""Torch datasets and loaders over manifest samples.
+
+Decoding is always ``wildlife_vision.preprocess.load_image`` (JPEG draft mode on), and pixels are always scaled
+by ``wildlife_vision.preprocess.normalize``; the eval dataset is exactly ``wildlife_vision.preprocess.preprocess``.
+Training adds albumentations between decode and normalise. A photo that cannot be decoded is logged and
+skipped (the loader's batches carry the count), so one corrupt file does not stop a run.
+
+Augmentation randomness is a function of (seed, epoch, sample index) only, so runs are reproducible whatever
+the number of workers and after ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from wildlife_vision.errors import ImageDecodeError
+from wildlife_vision.preprocess import PreprocessConfig, load_image, normalize, preprocess
+
+from .manifest import Sample, targets_for
+
+log = logging.getLogger(__name__)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, sample_seed)`` pairs; the order and the seeds depend only on (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, int(seed), shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        seeds = rng.integers(0, 2 ** 31 - 1, size=self.n)
+        for i in order:
+            yield int(i), int(seeds[i])
+
+
+class ImageDataset(Dataset):
+    """``(index or (index, seed))`` -> ``(CHW float32 tensor, target tensor, index)``, or None if undecodable.
+
+    With ``transform`` (an albumentations pipeline) it is the training dataset: decode, augment, normalise.
+    Without, it is the eval dataset: ``wildlife_vision.preprocess.preprocess`` and nothing else.
+    """
+
+    def __init__(self, samples: Sequence[Sample], labels: Sequence[str], cfg: PreprocessConfig,
+                 transform: Any = None):
+        self.paths = [s.path for s in samples]
+        self.targets = targets_for(samples, labels)
+        self.cfg = cfg
+        self.transform = transform
+        # decode at (at least) the training size: JPEG draft mode skips most of the work on large photos
+        self._decode_cfg = PreprocessConfig(input_size=cfg.input_size, crop_pct=1.0, mean=cfg.mean, std=cfg.std,
+                                            interpolation=cfg.interpolation, draft=cfg.draft)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        path = self.paths[index]
+        try:
+            if self.transform is None:
+                x = preprocess(path, self.cfg)
+            else:
+                rgb = np.asarray(load_image(path, self._decode_cfg), dtype=np.uint8)
+                if seed is not None:
+                    self.transform.set_random_seed(seed)
+                rgb = self.transform(image=rgb)["image"]
+                x = normalize(np.ascontiguousarray(rgb), self.cfg)
+        except ImageDecodeError as e:
+            log.warning("skipping unreadable image %s: %s", path, e)
+            return None
+        return torch.from_numpy(x), torch.from_numpy(self.targets[index]), index
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+    skipped: int
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.indices, self.skipped)
+
+
+def collate(items: List[Optional[Tuple[torch.Tensor, torch.Tensor, int]]]) -> Batch:
+    good = [it for it in items if it is not None]
+    skipped = len(items) - len(good)
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
+    return Batch(torch.stack([g[0] for g in good]), torch.stack([g[1] for g in good]),
+                 torch.tensor([g[2] for g in good], dtype=torch.long), skipped)
+
+
+def _worker_init(_: int) -> None:
+    # each worker decodes one image at a time: keep OpenCV and torch from oversubscribing the cores
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(0)
+    except ImportError:  # pragma: no cover - albumentations depends on opencv
+        pass
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, workers: int, device: torch.device,
+                sampler: Optional[EpochSampler] = None, drop_last: bool = False) -> DataLoader:
+    workers = max(0, min(int(workers), len(dataset) // max(1, batch_size) + 1, os.cpu_count() or 1))
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+        collate_fn=collate, pin_memory=device.type == "cuda", drop_last=drop_last,
+        persistent_workers=workers > 0, worker_init_fn=_worker_init if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
+    )

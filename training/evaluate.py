@@ -1,0 +1,233 @@
+"""Evaluation reports: per-class and averaged metrics, slices by manifest column, PR curves and confusion plots.
+
+``evaluate_onnx`` scores a manifest split with an exported model through ``wildlife_vision.load_model`` (so
+decoding and preprocessing are the inference library's own); training evaluates its torch model on the same
+``wildlife_vision.preprocess`` inputs and writes the same report with :func:`write_report`. Needs numpy and
+matplotlib only (no torch).
+
+Outputs in the report folder: ``report.json`` (schema below), ``report.md``, ``pr_curves.png``,
+``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .manifest import Sample, read_manifest, targets_for
+from .metrics import multilabel_report, precision_recall_curve
+
+log = logging.getLogger(__name__)
+
+REPORT_SCHEMA_VERSION = 1
+MAX_SLICE_VALUES = 20
+
+
+def default_slice_columns(samples: Sequence[Sample], columns: Sequence[str]) -> List[str]:
+    """Extra columns worth slicing by: between 2 and MAX_SLICE_VALUES distinct values."""
+    out = []
+    for col in columns:
+        values = {s.extra.get(col, "") for s in samples}
+        if 2 <= len(values) <= MAX_SLICE_VALUES:
+            out.append(col)
+    return out
+
+
+def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float],
+                 samples: Sequence[Sample], slice_by: Sequence[str] = (), info: Optional[Mapping[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    """The full report as a JSON-ready dict (``samples`` aligned with the rows of ``y_true``/``scores``)."""
+    overall = multilabel_report(y_true, scores, labels, thresholds)
+    slices: Dict[str, Dict[str, Any]] = {}
+    for col in slice_by:
+        groups: Dict[str, List[int]] = defaultdict(list)
+        for i, s in enumerate(samples):
+            groups[s.extra.get(col, "")].append(i)
+        slices[col] = {}
+        for value, idx in sorted(groups.items()):
+            sub = multilabel_report(y_true[idx], scores[idx], labels, thresholds)
+            slices[col][value] = {"n_images": sub["n_images"], "macro": sub["macro"], "micro": sub["micro"],
+                                  "per_class": sub["per_class"]}
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **dict(info or {}),
+        "labels": list(labels),
+        "thresholds": {lab: float(thresholds.get(lab, 0.5)) for lab in labels},
+        "n_images": overall["n_images"],
+        "per_class": overall["per_class"],
+        "macro": overall["macro"],
+        "micro": overall["micro"],
+        "slices": slices,
+    }
+
+
+def summary(report: Mapping[str, Any]) -> Dict[str, Any]:
+    """The compact block stored in model metadata: macro/micro and per-class AP, P, R, support."""
+    keep = ("precision", "recall", "f1", "ap", "roc_auc", "support", "threshold")
+    return {
+        "split": report.get("split", ""),
+        "n_images": report["n_images"],
+        "macro": report["macro"],
+        "micro": report["micro"],
+        "per_class": {lab: {k: v for k, v in m.items() if k in keep} for lab, m in report["per_class"].items()},
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    lines = [f"# Evaluation report", ""]
+    for key in ("model", "manifest", "split"):
+        if report.get(key):
+            lines.append(f"- **{key}**: `{report[key]}`")
+    lines.append(f"- **images**: {report['n_images']}" +
+                 (f" ({report['skipped_images']} unreadable, skipped)" if report.get("skipped_images") else ""))
+    lines += ["", "Flagged = score ≥ the label's threshold.", "",
+              "| label | support | threshold | precision | recall | F1 | AP | ROC-AUC |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for lab, m in report["per_class"].items():
+        lines.append(f"| {lab} | {m['support']} | {_fmt(m['threshold'])} | {_fmt(m['precision'])} | "
+                     f"{_fmt(m['recall'])} | {_fmt(m['f1'])} | {_fmt(m['ap'])} | {_fmt(m['roc_auc'])} |")
+    for avg in ("macro", "micro"):
+        m = report[avg]
+        lines.append(f"| *{avg}* | | | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | "
+                     f"{_fmt(m['ap'])} | {_fmt(m['roc_auc'])} |")
+    for col, groups in report.get("slices", {}).items():
+        labels = report["labels"]
+        lines += ["", f"## By `{col}`", "",
+                  "| " + col + " | images | macro AP | " + " | ".join(f"{lab} support / recall / AP" for lab in labels)
+                  + " |", "|---|---:|---:|" + "---:|" * len(labels)]
+        for value, g in groups.items():
+            cells = [f"{g['per_class'][lab]['support']} / {_fmt(g['per_class'][lab]['recall'])} / "
+                     f"{_fmt(g['per_class'][lab]['ap'])}" for lab in labels]
+            lines.append(f"| {value or '(empty)'} | {g['n_images']} | {_fmt(g['macro']['ap'])} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "![PR curves](pr_curves.png)", "", "![Confusion](confusion.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_pr_curves(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float],
+                   path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    for j, lab in enumerate(labels):
+        if y_true[:, j].sum() == 0:
+            continue
+        p, r, t = precision_recall_curve(y_true[:, j], scores[:, j])
+        line, = ax.step(np.r_[0.0, r], np.r_[1.0, p], where="post", label=lab)
+        flagged = scores[:, j] >= thresholds.get(lab, 0.5)
+        if flagged.any():
+            tp = float((flagged & (y_true[:, j] == 1)).sum())
+            ax.plot([tp / y_true[:, j].sum()], [tp / flagged.sum()], "o", color=line.get_color())
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title("Precision-recall (dot: operating threshold)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_confusion(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = report["labels"]
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), dpi=100, squeeze=False)
+    for ax, lab in zip(axes[0], labels):
+        m = report["per_class"][lab]
+        mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+        ax.imshow(mat, cmap="Blues")
+        for (i, k), v in np.ndenumerate(mat):
+            ax.text(k, i, str(v), ha="center", va="center", color="white" if v > mat.max() / 2 else "black")
+        ax.set_xticks([0, 1], ["not flagged", "flagged"])
+        ax.set_yticks([0, 1], ["negative", "positive"])
+        ax.set_title(f"{lab} (t={m['threshold']:.2f})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, out_dir: Path) -> Path:
+    """Write report.json, report.md, pr_curves.png and confusion.png into ``out_dir``; returns report.json's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
+    (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
+    plot_pr_curves(y_true, scores, report["labels"], report["thresholds"], out_dir / "pr_curves.png")
+    plot_confusion(report, out_dir / "confusion.png")
+    return out_dir / "report.json"
+
+
+def select_split(samples: Sequence[Sample], split: str) -> List[Sample]:
+    if split in ("all", ""):
+        return list(samples)
+    chosen = [s for s in samples if s.split == split]
+    if not chosen:
+        present = sorted({s.split or "(none)" for s in samples})
+        raise ValueError(f"the manifest has no rows with split '{split}' (splits present: {', '.join(present)}); "
+                         "pass --split all to evaluate every row")
+    return chosen
+
+
+def score_onnx(model: Any, samples: Sequence[Sample], batch_size: int = 32, workers: int = 1):
+    """Score samples with a loaded ``wildlife_vision`` model; returns (scores, kept samples, n skipped)."""
+    rows, kept, skipped = [], [], 0
+    preds = model.predict_iter([s.path for s in samples], batch_size=batch_size, workers=workers)
+    for s, p in zip(samples, preds):
+        if p.error is not None:
+            log.warning("skipping unreadable image %s: %s", s.image, p.error)
+            skipped += 1
+            continue
+        rows.append([p.scores[lab] for lab in model.labels])
+        kept.append(s)
+    scores = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(model.labels))
+    return scores, kept, skipped
+
+
+def evaluate_onnx(model_path: Path, manifest: Path, output: Path, split: str = "val",
+                  slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2
+                  ) -> Dict[str, Any]:
+    """Evaluate an exported model on one split of a manifest and write the report folder."""
+    from wildlife_vision import load_model
+
+    model = load_model(model_path, batch_size=batch_size)
+    m = read_manifest(manifest, labels=model.labels, check_images=False)
+    samples = select_split(m.samples, split)
+    scores, kept, skipped = score_onnx(model, samples, batch_size=batch_size, workers=workers)
+    if not kept:
+        raise ValueError(f"none of the {len(samples)} image(s) in split '{split}' could be read")
+    y = targets_for(kept, model.labels)
+    cols = default_slice_columns(kept, m.columns) if slice_by is None else list(slice_by)
+    unknown = [c for c in cols if c not in m.columns]
+    if unknown:
+        raise ValueError(f"--slice-by column(s) {unknown} are not in the manifest (its extra columns: "
+                         f"{', '.join(m.columns) or 'none'})")
+    info = {"model": str(model_path), "model_name": model.name, "model_version": model.version,
+            "manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": skipped}
+    report = build_report(y, scores, model.labels, model.thresholds, kept, cols, info)
+    write_report(report, y, scores, output)
+    return report
