@@ -9,10 +9,12 @@ newer schema is refused rather than misread.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
-from .errors import MetadataError
+from .errors import MetadataError, ModelLoadError
 from .preprocess import PreprocessConfig
 
 METADATA_KEY = "wildlife_vision"
@@ -151,3 +153,150 @@ def read_onnx_metadata(props: Mapping[str, str], source: str = "model") -> Model
         )
     return ModelMetadata.from_json(props[METADATA_KEY])
 
+
+
+# ---- reading the metadata straight from the file, without onnxruntime -----------------------------------
+#
+# An ONNX file is one protobuf ``ModelProto``. Scanning its top-level fields (a few dozen bytes of work; the
+# graph is skipped by its length) tells apart "not ONNX at all", "a truncated download" and "no metadata",
+# and yields ``metadata_props`` without building an inference session.
+
+#: ModelProto field number -> (name, protobuf wire type)
+_MODEL_FIELDS = {1: ("ir_version", 0), 2: ("producer_name", 2), 3: ("producer_version", 2), 4: ("domain", 2),
+                 5: ("model_version", 0), 6: ("doc_string", 2), 7: ("graph", 2), 8: ("opset_import", 2),
+                 14: ("metadata_props", 2), 20: ("training_info", 2), 25: ("functions", 2),
+                 26: ("configuration", 2)}
+
+
+def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise EOFError
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _describe_non_onnx(data: bytes) -> str:
+    head = data[:512]
+    text = head.lstrip().lower()
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the model itself: run `git lfs pull` to fetch the real file"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page (an error or login page saved instead of the download?)"
+    if head[:4] == b"PK\x03\x04":
+        return "a ZIP archive (a PyTorch checkpoint? export it to ONNX with `wildlife-vision export`)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (a PyTorch checkpoint? export it to ONNX with `wildlife-vision export`)"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "binary data that is not an ONNX protobuf"
+
+
+def scan_onnx(data: bytes, source: str = "model") -> Dict[str, str]:
+    """Check that ``data`` looks like a complete ONNX ``ModelProto`` and return its ``metadata_props``.
+
+    Raises :class:`ModelLoadError` saying whether the file is empty, not ONNX, or truncated.
+    """
+    size = len(data)
+    if size == 0:
+        raise ModelLoadError(f"{source} is empty (0 bytes): the download or copy failed; fetch the model again")
+    props: Dict[str, str] = {}
+    seen_graph = False
+    pos = 0
+    first = True
+    while pos < size:
+        try:
+            key, pos = _varint(data, pos)
+        except (EOFError, ValueError):
+            if first:
+                raise ModelLoadError(f"{source} is not an ONNX model: it is {_describe_non_onnx(data)}") from None
+            raise ModelLoadError(f"{source} is truncated ({size:,} bytes; it ends inside a field): an incomplete "
+                                 "download or copy; fetch the model again and compare its size") from None
+        number, wire = key >> 3, key & 7
+        known = _MODEL_FIELDS.get(number)
+        if first and (known is None or known[1] != wire):
+            raise ModelLoadError(f"{source} is not an ONNX model: it is {_describe_non_onnx(data)}")
+        first = False
+        if number == 0 or wire in (3, 4, 6, 7):
+            raise ModelLoadError(f"{source} is not a valid ONNX model: corrupt protobuf at byte {pos} (not ONNX, or "
+                                 "a damaged copy); fetch the model again")
+        try:
+            if wire == 0:
+                _, pos = _varint(data, pos)
+                continue
+            if wire in (1, 5):
+                length = 8 if wire == 1 else 4
+            else:
+                length, pos = _varint(data, pos)
+        except (EOFError, ValueError):
+            raise ModelLoadError(f"{source} is truncated ({size:,} bytes): an incomplete download or copy; "
+                                 "fetch the model again and compare its size") from None
+        end = pos + length
+        if end > size:
+            raise ModelLoadError(
+                f"{source} is truncated: it is {size:,} bytes but its "
+                f"{known[0] if known else 'field ' + str(number)} field needs {end:,}; an incomplete download or "
+                "copy. Fetch the model again and compare its size")
+        if number == 7 and wire == 2:
+            seen_graph = True
+        elif number == 14 and wire == 2:
+            k, v = _string_entry(data[pos:end])
+            props[k] = v
+        pos = end
+    if not seen_graph:
+        raise ModelLoadError(f"{source} has no graph: a truncated download or not an ONNX model; fetch it again")
+    return props
+
+
+def _string_entry(buf: bytes) -> Tuple[str, str]:
+    """Decode a StringStringEntryProto (key = 1, value = 2)."""
+    out = {1: b"", 2: b""}
+    pos = 0
+    try:
+        while pos < len(buf):
+            key, pos = _varint(buf, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _varint(buf, pos)
+                continue
+            if wire != 2:
+                raise ValueError(wire)
+            length, pos = _varint(buf, pos)
+            out[number] = buf[pos:pos + length]
+            pos += length
+    except (EOFError, ValueError):
+        raise MetadataError("the model's metadata_props entry is corrupt; re-export the model") from None
+    try:
+        return out[1].decode("utf-8"), out[2].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MetadataError("the model's metadata_props entry is not valid UTF-8; re-export the model") from None
+
+
+def read_model_metadata(model: Union[str, os.PathLike, bytes]) -> ModelMetadata:
+    """Read and validate the metadata of an ONNX model file (path or bytes), without onnxruntime.
+
+    Raises :class:`ModelLoadError` (file missing, not ONNX, truncated) or :class:`MetadataError`
+    (no metadata, invalid JSON, newer schema, invalid fields).
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, source = bytes(model), "model"
+    else:
+        path = Path(model)
+        source = str(path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}" if not path.exists()
+                                 else f"model path is not a file: {path}")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelLoadError(f"cannot read model file {path}: {e.strerror or e}") from None
+    return read_onnx_metadata(scan_onnx(data, source), source=source)

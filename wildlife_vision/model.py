@@ -5,32 +5,45 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
 from .errors import ImageDecodeError, ModelLoadError
-from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata
+from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .preprocess import ImageInput, PreprocessConfig, preprocess
 
 log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider",
-                 "CoreMLExecutionProvider")
+                 "CoreMLExecutionProvider", "MIGraphXExecutionProvider", "OpenVINOExecutionProvider")
+
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "gpu": "CUDAExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+                    "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
+                    "directml": "DmlExecutionProvider", "rocm": "ROCMExecutionProvider",
+                    "openvino": "OpenVINOExecutionProvider"}
 
 PathLike = Union[str, os.PathLike]
+
+#: Python types accepted as one input.
+INPUT_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
 
 
 @dataclass(frozen=True)
 class Prediction:
     """The result for one input.
 
-    ``scores`` maps every label to a probability in [0, 1]; ``flagged`` lists labels at or over their
-    threshold; ``review`` lists labels whose score falls in their review band (just under the threshold:
-    send to a human); ``error`` is None, or why this input could not be scored (then ``scores`` is empty).
+    ``scores`` maps every label to a probability in [0, 1] (float32 values); ``flagged`` lists labels at or
+    over their threshold; ``review`` lists labels whose score falls in their review band (just under the
+    threshold: send to a human); ``error`` is None, or why this input could not be scored (then ``scores``
+    is empty and ``flagged``/``review`` are empty); ``error_kind`` is the error's stable category (see
+    :data:`wildlife_vision.errors.ERROR_KINDS`).
     """
 
     input: str
@@ -38,6 +51,7 @@ class Prediction:
     flagged: Tuple[str, ...] = ()
     review: Tuple[str, ...] = ()
     error: Optional[str] = None
+    error_kind: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -45,7 +59,7 @@ class Prediction:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"input": self.input, "scores": dict(self.scores), "flagged": list(self.flagged),
-                "review": list(self.review), "error": self.error}
+                "review": list(self.review), "error": self.error, "error_kind": self.error_kind}
 
 
 def default_model_path() -> Path:
@@ -55,19 +69,23 @@ def default_model_path() -> Path:
         from importlib import resources
 
         candidates.append(Path(str(resources.files("wildlife_vision.exported_models"))))
-    except (ModuleNotFoundError, TypeError, ValueError):
+    except (ModuleNotFoundError, TypeError, ValueError, AttributeError):
         pass
-    candidates.append(Path(__file__).resolve().parent.parent / "exported_models")
+    source_tree = Path(__file__).resolve().parent.parent / "exported_models"
+    if source_tree not in candidates:
+        candidates.append(source_tree)
     for folder in candidates:
         default = folder / "DEFAULT"
         if default.is_file():
             name = default.read_text(encoding="utf-8").strip()
             if name and (folder / name).is_file():
                 return folder / name
+            raise ModelLoadError(f"{default} names the default model {name!r}, but {folder / name} does not exist; "
+                                 "reinstall wildlife-vision or pass a path: load_model('model.onnx')")
     tried = ", ".join(str(c) for c in candidates)
     raise ModelLoadError(
-        f"no shipped default model found (looked in {tried}); pass a path: load_model('model.onnx'), "
-        "or train and export one with `wildlife-vision train` and `wildlife-vision export`"
+        f"no shipped default model found (looked for exported_models/DEFAULT in {tried}); pass a path: "
+        "load_model('model.onnx'), or train and export one with `wildlife-vision train` and `wildlife-vision export`"
     )
 
 
@@ -79,28 +97,59 @@ def available_providers() -> List[str]:
 
 def _choose_providers(requested: Optional[Sequence[str]]) -> List[str]:
     available = available_providers()
-    if requested is None:
-        chosen = [p for p in ("CUDAExecutionProvider",) if p in available]
-        return chosen + ["CPUExecutionProvider"]
-    requested = [requested] if isinstance(requested, str) else list(requested)
-    aliases = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "gpu": "CUDAExecutionProvider",
-               "tensorrt": "TensorrtExecutionProvider", "coreml": "CoreMLExecutionProvider",
-               "dml": "DmlExecutionProvider", "rocm": "ROCMExecutionProvider"}
-    out = [aliases.get(p.lower(), p) if isinstance(p, str) else p for p in requested]
-    unknown = [p for p in out if isinstance(p, str) and p not in available]
+    if isinstance(requested, str):
+        requested = [requested]
+    if requested is None or [str(p).lower() for p in requested] == ["auto"]:
+        return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
+    if not requested:
+        raise ValueError("providers is empty; pass None for the default (CUDA when available, else CPU)")
+    out: List[str] = []
+    for p in requested:
+        if not isinstance(p, str):
+            raise TypeError(f"providers must be names like 'cuda' or 'CPUExecutionProvider', got {type(p).__name__}")
+        name = PROVIDER_ALIASES.get(p.lower(), p)
+        if name not in out:
+            out.append(name)
+    unknown = [p for p in out if p not in available]
     gpu_missing = [p for p in unknown if p in GPU_PROVIDERS]
+    other = [p for p in unknown if p not in GPU_PROVIDERS]
+    if other:
+        raise ValueError(f"unknown execution provider(s) {other}; available here: {available} "
+                         f"(short names: {', '.join(sorted(PROVIDER_ALIASES))})")
+    out = [p for p in out if p not in unknown]
     if gpu_missing:
         warnings.warn(
             f"requested execution provider(s) {gpu_missing} are not available in this onnxruntime "
-            f"(available: {available}); falling back to CPU. For GPUs install `wildlife-vision[gpu]` "
-            "(onnxruntime-gpu) with a matching CUDA.", RuntimeWarning, stacklevel=3)
-    other = [p for p in unknown if p not in GPU_PROVIDERS]
-    if other:
-        raise ValueError(f"unknown execution provider(s) {other}; available here: {available}")
-    out = [p for p in out if p not in unknown]
+            f"(available: {available}); falling back to {out[0] if out else 'CPUExecutionProvider'}. For GPUs "
+            "install `wildlife-vision[gpu]` (onnxruntime-gpu) with a matching CUDA.", RuntimeWarning, stacklevel=4)
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
     return out
+
+
+def _is_single(x: Any) -> bool:
+    return isinstance(x, INPUT_TYPES) or not isinstance(x, Iterable)
+
+
+def _input_name(item: Any, index: Optional[int] = None) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fsdecode(item) if not isinstance(item, str) else item
+    at = "" if index is None else f" #{index}"
+    if isinstance(item, np.ndarray):
+        return f"<ndarray {'x'.join(map(str, item.shape))}{at}>"
+    if isinstance(item, Image.Image):
+        return f"<PIL.Image {item.mode} {item.size[0]}x{item.size[1]}{at}>"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<bytes {len(item)}{at}>"
+    return f"<{type(item).__name__}{at}>"
+
+
+def _unsupported(item: Any) -> str:
+    return (f"unsupported input type {type(item).__name__}: pass a path, bytes, a PIL.Image.Image or an HxWx3 "
+            "uint8 numpy array")
+
+
+_Error = Optional[Tuple[str, str]]  # (message, kind) or None
 
 
 class Model:
@@ -111,12 +160,23 @@ class Model:
         import onnxruntime as ort
 
         self.path = Path(path)
-        if not self.path.is_file():
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be a non-negative integer (0 or None: onnxruntime's choice), got {threads!r}")
+        self.batch_size = batch_size
+        if not self.path.exists():
             raise ModelLoadError(f"model file not found: {self.path}")
+        if not self.path.is_file():
+            raise ModelLoadError(f"model path is not a file: {self.path}")
         try:
             data = self.path.read_bytes()
         except OSError as e:
             raise ModelLoadError(f"cannot read model file {self.path}: {e.strerror or e}") from None
+        # the cheap checks first: not ONNX / truncated / no or bad metadata, before building a session
+        props = scan_onnx(data, source=str(self.path))
+        self.metadata: ModelMetadata = read_onnx_metadata(props, source=str(self.path))
+
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -128,20 +188,16 @@ class Model:
         try:
             self.session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises several private exception types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise ModelLoadError(
-                f"{self.path} is not a valid ONNX model (truncated download or another file type?): "
-                f"{str(e).splitlines()[0][:300]}") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: ModelMetadata = read_onnx_metadata(props, source=str(self.path))
-        self._check_io()
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+                f"{self.path} could not be loaded by onnxruntime (a damaged file, or operators this onnxruntime "
+                f"does not support; try `pip install -U onnxruntime`): {first}") from None
         self.providers: List[str] = list(self.session.get_providers())
+        self._check_io()
         wanted_gpu = [p for p in chosen if p in GPU_PROVIDERS]
         if wanted_gpu and self.providers[0] not in GPU_PROVIDERS:
-            warnings.warn(f"GPU provider {wanted_gpu[0]} could not be initialised; running on {self.providers[0]}",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(f"GPU provider {wanted_gpu[0]} could not be initialised (missing CUDA/cuDNN libraries or "
+                          f"no GPU?); running on {self.providers[0]} instead", RuntimeWarning, stacklevel=3)
 
     # ---- what the file says about itself -------------------------------------------------------
     @property
@@ -182,19 +238,31 @@ class Model:
         outputs = self.session.get_outputs()
         meta = self.metadata
         if len(inputs) != 1:
-            raise ModelLoadError(f"{self.path}: expected one input, the model has {len(inputs)}")
+            raise ModelLoadError(f"{self.path}: expected one input, the model has {len(inputs)}; re-export it")
         self._input_name = inputs[0].name
         shape = inputs[0].shape
         if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
-            raise ModelLoadError(f"{self.path}: expected an (N, 3, H, W) input, the model's is {shape}")
+            raise ModelLoadError(f"{self.path}: expected an (N, 3, H, W) input, the model's is {shape}; re-export it")
         h, w = meta.preprocess.input_size
         if (isinstance(shape[2], int) and shape[2] != h) or (isinstance(shape[3], int) and shape[3] != w):
-            raise ModelLoadError(f"{self.path}: metadata says input size {h}x{w}, the graph expects {shape[2]}x{shape[3]}")
+            raise ModelLoadError(f"{self.path}: metadata says input size {h}x{w}, the graph expects "
+                                 f"{shape[2]}x{shape[3]}; the file is inconsistent, re-export it")
         names = [o.name for o in outputs]
         self._output_name = meta.output_name if meta.output_name in names else names[0]
         out_shape = next(o.shape for o in outputs if o.name == self._output_name)
         width = out_shape[-1] if out_shape else None
-        if isinstance(width, int) and width != len(meta.labels):
+        if not isinstance(width, int):  # symbolic width: find out by running one blank image
+            try:
+                probe = self.session.run([self._output_name],
+                                         {self._input_name: np.zeros((1, 3, h, w), dtype=np.float32)})[0]
+            except Exception as e:  # noqa: BLE001
+                raise ModelLoadError(f"{self.path}: a test inference on a blank image failed: "
+                                     f"{str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None
+            width = probe.shape[-1] if probe.ndim == 2 else None
+            if probe.ndim != 2:
+                raise ModelLoadError(f"{self.path}: the model outputs shape {probe.shape} per batch, expected "
+                                     f"(N, {len(meta.labels)}); re-export it")
+        if width != len(meta.labels):
             raise ModelLoadError(
                 f"{self.path}: the model outputs {width} scores per image but its metadata lists "
                 f"{len(meta.labels)} labels {list(meta.labels)}; the file is inconsistent, re-export it")
@@ -203,97 +271,143 @@ class Model:
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on an already preprocessed (N, 3, H, W) float32 batch; returns (N, labels) scores."""
         out = self.session.run([self._output_name], {self._input_name: batch})[0]
-        if out.ndim != 2 or out.shape[1] != len(self.labels):
-            raise ModelLoadError(f"model returned scores of shape {out.shape}, expected (N, {len(self.labels)})")
+        if out.ndim != 2 or out.shape != (batch.shape[0], len(self.labels)):
+            raise ModelLoadError(f"model returned scores of shape {out.shape}, expected ({batch.shape[0]}, "
+                                 f"{len(self.labels)})")
         return out
 
     def _result(self, name: str, row: np.ndarray) -> Prediction:
         meta = self.metadata
-        scores = {label: float(s) for label, s in zip(meta.labels, row)}
+        if not np.all(np.isfinite(row)):
+            return Prediction(input=name, error="the model returned a non-finite score (NaN or infinity) for this "
+                                                "input; the model file may be broken", error_kind="inference_failed")
+        # float32 values, kept as the shortest decimal that round-trips, so written records stay exact
+        scores = {label: float(str(np.float32(s))) for label, s in zip(meta.labels, row)}
         flagged = tuple(lab for lab in meta.labels if scores[lab] >= meta.thresholds[lab])
         review = tuple(lab for lab in meta.labels
                        if meta.review_bands[lab][0] <= scores[lab] < meta.thresholds[lab])
         return Prediction(input=name, scores=scores, flagged=flagged, review=review)
 
-    def predict(self, x: Union[ImageInput, Sequence[ImageInput]], batch_size: Optional[int] = None,
+    def predict(self, x: Union[ImageInput, Iterable[ImageInput]], batch_size: Optional[int] = None,
                 workers: int = 1) -> Union[Prediction, List[Prediction]]:
         """Score one input (returns a :class:`Prediction`) or a list of inputs (returns a list, same order).
 
         Inputs may be paths, encoded bytes, PIL images or HxWx3 uint8 RGB arrays. An input that cannot be
         decoded gets a Prediction with ``error`` set; the others in its batch are scored normally.
         ``workers`` > 1 decodes in that many threads while the model runs.
+
+        An input of an unsupported Python type (e.g. an ``int`` or a file object) is a programming error:
+        ``predict`` checks every input's type before scoring anything and raises :class:`TypeError` naming
+        the type (and position). :meth:`predict_iter`, which streams, reports it as that input's error instead.
         """
-        single = not isinstance(x, (list, tuple))
-        items = [x] if single else list(x)
-        results = list(self.predict_iter(items, batch_size=batch_size, workers=workers))
+        single = _is_single(x)
+        items = [x] if single else list(x)  # type: ignore[arg-type]
+        for i, item in enumerate(items):
+            if not isinstance(item, INPUT_TYPES):
+                where = "" if single else f" at position {i}"
+                raise TypeError(_unsupported(item) + where)
+        names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
+        results = list(self.predict_iter(items, batch_size=batch_size, workers=workers, names=names))
         return results[0] if single else results
 
     def predict_iter(self, items: Iterable[ImageInput], batch_size: Optional[int] = None,
                      workers: int = 1, names: Optional[Iterable[str]] = None) -> Iterator[Prediction]:
-        """Stream predictions for an iterable of inputs, in order, batch by batch."""
-        bs = int(batch_size or self.batch_size)
-        if bs < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        name_iter = iter(names) if names is not None else None
-        pool = ThreadPoolExecutor(max_workers=workers) if workers and workers > 1 else None
+        """Stream predictions for an iterable of inputs, in order, batch by batch.
+
+        Never raises because of one input: every input yields exactly one :class:`Prediction`, with ``error``
+        set when it could not be scored (including inputs of an unsupported type). With ``workers`` > 1,
+        inputs are decoded in that many threads, one batch ahead of the model. ``names`` (same length as
+        ``items``) sets each Prediction's ``input``; by default the path, or a description of the object.
+        """
+        bs = self.batch_size if batch_size is None else batch_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+        workers = int(workers or 1)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        chunks = _chunks(items, names, bs)
+        if workers == 1:
+            for chunk in chunks:
+                batch = self._empty_batch(len(chunk))
+                errors = [self._prepare_one(item, batch[i]) for i, (_, item) in enumerate(chunk)]
+                yield from self._score(chunk, batch, errors)
+            return
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wildlife-vision-decode")
+        pending: Deque[Tuple[List[Tuple[str, Any]], np.ndarray, List[Future]]] = deque()
         try:
-            chunk: List[Tuple[str, ImageInput]] = []
-            pending = None
-            for item in items:
-                name = next(name_iter) if name_iter is not None else _input_name(item)
-                chunk.append((name, item))
-                if len(chunk) == bs:
-                    if pool is None:
-                        yield from self._score_chunk(self._prepare(chunk))
-                    else:
-                        fut = pool.submit(self._prepare, chunk)
-                        if pending is not None:
-                            yield from self._score_chunk(pending.result())
-                        pending = fut
-                    chunk = []
-            if pending is not None:
-                yield from self._score_chunk(pending.result())
-            if chunk:
-                yield from self._score_chunk(self._prepare(chunk))
+            for chunk in chunks:
+                batch = self._empty_batch(len(chunk))
+                futures = [pool.submit(self._prepare_one, item, batch[i]) for i, (_, item) in enumerate(chunk)]
+                pending.append((chunk, batch, futures))
+                if len(pending) > 1:  # keep one batch decoding while the previous one is scored
+                    done_chunk, done_batch, done_futures = pending.popleft()
+                    yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures])
+            while pending:
+                done_chunk, done_batch, done_futures = pending.popleft()
+                yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures])
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
 
-    def _prepare(self, chunk: Sequence[Tuple[str, ImageInput]]):
-        cfg = self.metadata.preprocess
-        h, w = cfg.input_size
-        batch = np.empty((len(chunk), 3, h, w), dtype=np.float32)
-        errors: List[Optional[str]] = []
-        for i, (_, item) in enumerate(chunk):
-            try:
-                preprocess(item, cfg, out=batch[i])
-                errors.append(None)
-            except ImageDecodeError as e:
-                errors.append(str(e))
-            except TypeError as e:
-                errors.append(f"unsupported input: {e}")
-            except MemoryError:
-                errors.append("out of memory while decoding this image")
-        return chunk, batch, errors
+    def _empty_batch(self, n: int) -> np.ndarray:
+        h, w = self.metadata.preprocess.input_size
+        return np.empty((n, 3, h, w), dtype=np.float32)
 
-    def _score_chunk(self, prepared) -> Iterator[Prediction]:
-        chunk, batch, errors = prepared
+    def _prepare_one(self, item: Any, out: np.ndarray) -> _Error:
+        if not isinstance(item, INPUT_TYPES):
+            return _unsupported(item), "unsupported_type"
+        try:
+            preprocess(item, self.metadata.preprocess, out=out)
+            return None
+        except ImageDecodeError as e:
+            return str(e), e.kind or "corrupt"
+        except MemoryError:
+            return "not enough memory to decode this image", "too_large"
+        except Exception as e:  # noqa: BLE001 - one input must never stop the others
+            log.exception("unexpected error while preprocessing an input")
+            return (f"internal error while preprocessing ({type(e).__name__}: {e}); please report it with this "
+                    "input", "internal_error")
+
+    def _score(self, chunk: Sequence[Tuple[str, Any]], batch: np.ndarray, errors: List[_Error]) -> Iterator[Prediction]:
         good = [i for i, e in enumerate(errors) if e is None]
-        scores = self.run_batch(batch[good]) if good else np.empty((0, len(self.labels)), np.float32)
-        row_of = {i: r for r, i in enumerate(good)}
+        rows: Dict[int, np.ndarray] = {}
+        if good:
+            try:
+                scores = self.run_batch(batch if len(good) == len(chunk) else batch[good])
+                rows = dict(zip(good, scores))
+            except Exception as e:  # noqa: BLE001 - retry one by one so one input cannot spoil its batch
+                log.warning("inference failed on a batch of %d (%s); retrying one input at a time", len(good),
+                            str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                for i in good:
+                    try:
+                        rows[i] = self.run_batch(batch[i:i + 1])[0]
+                    except Exception as e1:  # noqa: BLE001
+                        msg = str(e1).splitlines()[0][:300] if str(e1) else type(e1).__name__
+                        errors[i] = (f"inference failed: {msg}", "inference_failed")
         for i, (name, _) in enumerate(chunk):
-            if errors[i] is not None:
-                yield Prediction(input=name, error=errors[i])
+            err = errors[i]
+            if err is not None:
+                yield Prediction(input=name, error=err[0], error_kind=err[1])
             else:
-                yield self._result(name, scores[row_of[i]])
+                yield self._result(name, rows[i])
 
 
-def _input_name(item: Any) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return str(item)
-    if isinstance(item, np.ndarray):
-        return f"<ndarray {'x'.join(map(str, item.shape))}>"
-    return f"<{type(item).__name__}>"
+def _chunks(items: Iterable[Any], names: Optional[Iterable[str]], bs: int) -> Iterator[List[Tuple[str, Any]]]:
+    name_iter = iter(names) if names is not None else None
+    chunk: List[Tuple[str, Any]] = []
+    for index, item in enumerate(items):
+        if name_iter is not None:
+            try:
+                name = str(next(name_iter))
+            except StopIteration:
+                raise ValueError("names has fewer entries than items") from None
+        else:
+            name = _input_name(item, index)
+        chunk.append((name, item))
+        if len(chunk) == bs:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str]] = None,
@@ -301,11 +415,17 @@ def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str
     """Load a wildlife_vision ONNX model; with no ``path``, the shipped default model.
 
     ``providers``: onnxruntime execution providers in order of preference (names or short aliases
-    ``"cuda"``, ``"cpu"``); default is CUDA when available, else CPU. ``threads``: intra-op threads
-    (default: onnxruntime's choice, one per physical core).
+    ``"cuda"``, ``"cpu"``, ``"tensorrt"``); default is CUDA when available, else CPU. A requested GPU
+    provider that is missing or fails to start falls back to CPU with a :class:`RuntimeWarning`;
+    ``model.provider`` says what actually runs. ``threads``: intra-op threads (default: onnxruntime's
+    choice, one per physical core). ``batch_size``: images per inference call in :meth:`Model.predict`.
+
+    Raises :class:`~wildlife_vision.errors.ModelLoadError` (missing, not ONNX, truncated, inconsistent) or
+    its subclass :class:`~wildlife_vision.errors.MetadataError` (missing, invalid or newer-schema metadata).
     """
     return Model(default_model_path() if path is None else path, providers=providers, threads=threads,
                  batch_size=batch_size)
 
 
-__all__ = ["Model", "Prediction", "load_model", "default_model_path", "available_providers", "METADATA_KEY"]
+__all__ = ["Model", "Prediction", "load_model", "default_model_path", "available_providers", "METADATA_KEY",
+           "GPU_PROVIDERS", "PROVIDER_ALIASES"]

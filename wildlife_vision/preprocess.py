@@ -6,7 +6,12 @@ call :func:`load_image` and :func:`preprocess`. Augmentation is train-only and l
 
 The eval-time transform is timm's: resize the shorter side to ``floor(size / crop_pct)`` with the
 configured interpolation, centre-crop ``size``, scale to [0, 1], normalise with mean and std, and
-lay out as CHW float32.
+lay out as CHW float32. (The crop is taken in source coordinates and only that region is resampled,
+so an extreme-aspect image never blows up into a huge intermediate.)
+
+Decoding treats every input as hostile: anything that goes wrong while decoding one input raises
+:class:`~wildlife_vision.errors.ImageDecodeError` (with a ``kind``), never another exception type, and
+nothing here changes Pillow's process-wide settings.
 """
 
 from __future__ import annotations
@@ -14,21 +19,20 @@ from __future__ import annotations
 import io
 import math
 import os
-import struct
-import warnings
+import stat as _stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageDecodeError
 
-# Never decode half a file silently: a truncated upload is an error for that input.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-#: Largest canvas (width * height) we agree to decode; Pillow's own default (about 89.5 megapixels).
+#: Largest canvas (width * height) we agree to decode: Pillow's default decompression-bomb limit (about
+#: 89.5 megapixels). Checked on the size in the file's header, before any pixel memory is allocated.
+#: Pillow's own, process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone; the lower of the two applies
+#: (Pillow refuses anything over twice its value). Lower it to be stricter: ``preprocess.MAX_IMAGE_PIXELS = ...``.
 MAX_IMAGE_PIXELS = 89_478_485
 #: Inputs larger than this many bytes are refused before decoding.
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -42,6 +46,17 @@ INTERPOLATIONS = {
 }
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+#: EXIF orientation -> the transpose that makes the image upright (same table as ImageOps.exif_transpose).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -71,8 +86,8 @@ class PreprocessConfig:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
         for name in ("mean", "std"):
             v = tuple(float(x) for x in getattr(self, name))
-            if len(v) != 3:
-                raise ValueError(f"{name} must have 3 values (R, G, B), got {getattr(self, name)!r}")
+            if len(v) != 3 or not all(math.isfinite(x) for x in v):
+                raise ValueError(f"{name} must have 3 finite values (R, G, B), got {getattr(self, name)!r}")
             object.__setattr__(self, name, v)
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std!r}")
@@ -114,50 +129,105 @@ class PreprocessConfig:
         )
 
 
-def _describe(source: Any) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return f"<{type(source).__name__}>"
+# ---- recognising what a file is, for errors that name the format ----------------------------------
 
-
-def _open(data_or_path: Any) -> Image.Image:
-    """Open (lazily) with Pillow, translating every failure into ImageDecodeError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(data_or_path)
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"image too large (decompression-bomb limit of {MAX_IMAGE_PIXELS} pixels): {e}") from None
-    except Image.DecompressionBombWarning as e:
-        raise ImageDecodeError(f"image too large (decompression-bomb limit of {MAX_IMAGE_PIXELS} pixels): {e}") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image Pillow can read (unknown or corrupt format)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ImageDecodeError(f"cannot open image: {e}") from None
-
-
-def _sniff_format(head: bytes) -> str:
-    """Name a few common non-image or unsupported formats from their first bytes, for better errors."""
-    h = head.lstrip()[:64].lower()
+def _sniff_format(head: bytes) -> Tuple[str, str]:
+    """Name the format of some bytes Pillow could not identify: (error kind, human description)."""
     if not head:
-        return "empty file"
-    if h.startswith((b"<!doctype html", b"<html")):
-        return "HTML document"
-    if h.startswith(b"<?xml") or h.startswith(b"<svg"):
-        return "SVG/XML document"
+        return "empty", "an empty file"
+    h = head.lstrip()[:64].lower()
+    box = head[4:12]
+    if h.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "not_an_image", "an HTML document (an error page saved as an image?)"
+    if h.startswith(b"<svg") or (h.startswith(b"<?xml") and b"<svg" in head[:1024].lower()):
+        return "unsupported_format", "an SVG vector image (rasterise it first; SVG is not supported)"
+    if h.startswith(b"<?xml"):
+        return "not_an_image", "an XML document"
     if head[:4] == b"%PDF":
-        return "PDF document"
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftyphevc"):
-        return "HEIC/HEIF image (install pillow-heif to read it)"
-    if head[4:12] == b"ftypavif":
-        return "AVIF image (needs Pillow >= 11.3 or pillow-avif-plugin)"
+        return "not_an_image", "a PDF document"
+    if box in (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypheim", b"ftypheis", b"ftyphevm", b"ftypmif1",
+               b"ftypmsf1"):
+        return "unsupported_format", "a HEIC/HEIF image (not supported by this Pillow; install pillow-heif)"
+    if box in (b"ftypavif", b"ftypavis"):
+        return "unsupported_format", "an AVIF image (not supported by this Pillow build)"
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "unsupported_format", "a JPEG XL image (not supported by this Pillow)"
+    if box[:4] == b"ftyp":
+        return "not_an_image", "an MP4/MOV video"
+    if head[:4] == b"RIFF" and head[8:12] != b"WEBP":
+        return "not_an_image", f"a RIFF {head[8:12].decode('latin-1').strip()} file (audio/video)"
     if head[:4] == b"PK\x03\x04":
-        return "ZIP archive"
+        return "not_an_image", "a ZIP archive"
+    if head[:2] == b"\x1f\x8b":
+        return "not_an_image", "a gzip archive"
+    if head[:4] == b"\x7fELF" or head[:2] == b"MZ":
+        return "not_an_image", "an executable"
+    # image signatures Pillow normally reads: it refused the header, so the file is damaged
+    for sig, name in ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+                      (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")):
+        if head.startswith(sig):
+            return "corrupt", f"a {name} file with a corrupt header"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "corrupt", "a WebP file with a corrupt header"
     try:
-        head[:256].decode("utf-8")
-        return "text file"
-    except UnicodeDecodeError:
-        return "unrecognised binary data"
+        head[:512].decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < min(len(head), 512) - 4:  # not just a multi-byte character cut at the end
+            return "not_an_image", "unrecognised binary data"
+    if h.startswith((b"{", b"[")):
+        return "not_an_image", "a JSON/text file"
+    return "not_an_image", "a text file"
+
+
+# ---- decoding ----------------------------------------------------------------------------------------
+
+def _check_pixels(size: Tuple[int, int], fmt: Any) -> None:
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"the {fmt or 'image'} has zero width or height ({w}x{h})", kind="empty")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"image too large: the {fmt or 'image'} header says {w}x{h} = {w * h:,} pixels, over the "
+            f"decompression-bomb limit of {MAX_IMAGE_PIXELS:,} pixels; refused without decoding. Downscale it first",
+            kind="too_large")
+
+
+def _read_source(source: Any) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageDecodeError("empty input (0 bytes)", kind="empty")
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageDecodeError(f"input is {len(data):,} bytes, over the {MAX_FILE_BYTES:,}-byte limit",
+                                   kind="too_large")
+        return data
+    path = Path(source)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found (missing, or a dangling symlink)", kind="not_found") from None
+    except OSError as e:
+        raise ImageDecodeError(f"cannot access the file: {e.strerror or e}", kind="unreadable") from None
+    if _stat.S_ISDIR(st.st_mode):
+        raise ImageDecodeError("is a folder, not a file (pass --recursive to the CLI to read folders)",
+                               kind="unreadable")
+    if not _stat.S_ISREG(st.st_mode):
+        raise ImageDecodeError("not a regular file (a device, socket or pipe)", kind="unreadable")
+    if st.st_size == 0:
+        raise ImageDecodeError("empty file (0 bytes)", kind="empty")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"file is {st.st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit",
+                               kind="too_large")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ImageDecodeError(f"cannot read the file: {e.strerror or e}", kind="unreadable") from None
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)", kind="empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"file grew over the {MAX_FILE_BYTES:,}-byte limit while being read", kind="too_large")
+    return data
 
 
 def _target_for(size: Tuple[int, int], cfg: PreprocessConfig) -> Tuple[int, int]:
@@ -169,88 +239,93 @@ def _target_for(size: Tuple[int, int], cfg: PreprocessConfig) -> Tuple[int, int]
 def load_image(source: ImageInput, cfg: PreprocessConfig | None = None) -> Image.Image:
     """Decode ``source`` into an RGB :class:`PIL.Image.Image`, upright.
 
-    Accepts a path, encoded bytes, a PIL image or an HWC uint8 RGB (or HW grayscale) array.
-    EXIF orientation is applied; every Pillow mode is converted to RGB (transparent areas are
-    composited on white); the first frame of animated or multi-page files is used; images over
-    :data:`MAX_IMAGE_PIXELS` are refused before their pixels are allocated; truncated files raise.
-    With ``cfg`` (and ``cfg.draft``), large JPEGs are decoded at a reduced scale that still leaves
-    at least the resolution ``cfg`` needs. Any failure raises :class:`ImageDecodeError`.
+    Accepts a path, encoded bytes, a PIL image or an HxWx3 uint8 RGB (HxWx4 RGBA, or HxW grayscale)
+    array. EXIF orientation is applied; every Pillow mode is converted to RGB (transparent areas are
+    composited on white; 16-bit images are scaled to 8 bits); the first frame of animated or multi-page
+    files is used (a PIL image is used at the frame it is on); images over :data:`MAX_IMAGE_PIXELS` are
+    refused from their header, before their pixels are allocated; truncated files raise (unless the
+    application has set Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES``, which this library leaves alone).
+    With ``cfg`` (and ``cfg.draft``), large JPEGs are decoded at a reduced scale that still leaves at
+    least the resolution ``cfg`` needs.
+
+    Raises :class:`ImageDecodeError` (with ``.kind``) for anything wrong with the input itself, and
+    :class:`TypeError` for an input of an unsupported Python type.
     """
     if isinstance(source, Image.Image):
-        img = source
-        return _to_rgb(_first_frame_upright(img))
+        try:
+            _check_size_nonzero(source)
+            return _to_rgb(_upright(source))
+        except ImageDecodeError:
+            raise
+        except MemoryError:
+            raise ImageDecodeError("not enough memory to convert this image", kind="too_large") from None
+        except Exception as e:  # noqa: BLE001 - a lazily opened PIL image may still fail to decode
+            raise _decode_failure(e, getattr(source, "format", None)) from None
     if isinstance(source, np.ndarray):
         return _array_to_image(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if not data:
-            raise ImageDecodeError("empty input (0 bytes)")
-        if len(data) > MAX_FILE_BYTES:
-            raise ImageDecodeError(f"input is {len(data)} bytes, over the {MAX_FILE_BYTES}-byte limit")
-        fp: Any = io.BytesIO(data)
-        head = data[:512]
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise ImageDecodeError(f"file not found: {path}") from None
-        except OSError as e:
-            raise ImageDecodeError(f"cannot access {path}: {e.strerror or e}") from None
-        if not path.is_file():
-            raise ImageDecodeError(f"not a regular file: {path}")
-        if st.st_size == 0:
-            raise ImageDecodeError("empty file (0 bytes)")
-        if st.st_size > MAX_FILE_BYTES:
-            raise ImageDecodeError(f"file is {st.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ImageDecodeError(f"cannot read {path}: {e.strerror or e}") from None
-        fp = io.BytesIO(data)
-        head = data[:512]
-    else:
+    if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
         raise TypeError(
             f"cannot read an image from {type(source).__name__}; pass a path, bytes, a PIL.Image.Image "
-            "or an HxWx3 uint8 numpy array"
-        )
+            "or an HxWx3 uint8 numpy array")
 
+    data = _read_source(source)
     try:
-        img = _open(fp)
-    except ImageDecodeError as e:
-        if "unknown or corrupt format" in str(e):
-            raise ImageDecodeError(f"not an image Pillow can read: looks like {_sniff_format(head)}") from None
-        raise
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"image too large (decompression-bomb limit): {e}; refused without decoding",
+                               kind="too_large") from None
+    except UnidentifiedImageError:
+        kind, what = _sniff_format(data[:1024])
+        raise ImageDecodeError(f"not an image Pillow can read: looks like {what}", kind=kind) from None
+    except MemoryError:
+        raise ImageDecodeError("not enough memory to open this image", kind="too_large") from None
+    except Exception as e:  # noqa: BLE001 - plugins raise many exception types on hostile headers
+        raise _decode_failure(e, None) from None
+    fmt = img.format
     try:
-        if cfg is not None and cfg.draft and img.format == "JPEG":
+        _check_pixels(img.size, fmt)
+        if cfg is not None and cfg.draft and fmt in ("JPEG", "MPO"):
             target = _target_for(img.size, cfg)
             if img.size[0] >= 2 * target[0] and img.size[1] >= 2 * target[1]:
                 img.draft("RGB", target)
-        img = _first_frame_upright(img)
         img.load()
-        return _to_rgb(img)
+        _check_pixels(img.size, fmt)  # ICO/ICNS pick their frame size at load time
+        return _to_rgb(_upright(img))
     except ImageDecodeError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"image too large: {e}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:
-        msg = str(e) or type(e).__name__
-        if "truncated" in msg.lower():
-            raise ImageDecodeError(f"truncated image file ({img.format}): {msg}") from None
-        raise ImageDecodeError(f"corrupt {img.format or 'image'} data: {msg}") from None
+    except MemoryError:
+        raise ImageDecodeError("not enough memory to decode this image", kind="too_large") from None
+    except Exception as e:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError, EOFError, ...
+        raise _decode_failure(e, fmt) from None
 
 
-def _first_frame_upright(img: Image.Image) -> Image.Image:
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
+def _decode_failure(e: BaseException, fmt: Any) -> ImageDecodeError:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    what = fmt or "image"
+    if isinstance(e, Image.DecompressionBombError):
+        return ImageDecodeError(f"image too large (decompression-bomb limit): {msg}", kind="too_large")
+    low = msg.lower()
+    if "truncated" in low or isinstance(e, EOFError) or "premature end" in low or "not enough data" in low:
+        return ImageDecodeError(f"truncated {what} file: {msg}", kind="truncated")
+    if "decoder" in low and "not available" in low:
+        return ImageDecodeError(f"cannot decode this {what} file: {msg} (this Pillow lacks the codec)",
+                                kind="unsupported_format")
+    return ImageDecodeError(f"corrupt {what} data: {msg}", kind="corrupt")
+
+
+def _check_size_nonzero(img: Image.Image) -> None:
+    if img.size[0] < 1 or img.size[1] < 1:
+        raise ImageDecodeError(f"the image has zero width or height ({img.size[0]}x{img.size[1]})", kind="empty")
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (a broken EXIF block is ignored rather than losing the photo)."""
     try:
-        exif_orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - broken EXIF must not lose the photo
-        exif_orientation = 1
-    if exif_orientation in (2, 3, 4, 5, 6, 7, 8):
-        img = ImageOps.exif_transpose(img)
-    return img
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - corrupt EXIF must not lose the photo
+        orientation = 1
+    method = _ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -260,17 +335,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
+        if mode == "RGB":
+            return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr, initial=0.0)), float(np.nanmax(arr, initial=1.0))
-        arr = np.nan_to_num((arr - lo) / max(hi - lo, 1e-12) * 255.0)
-        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=1.0))
+        if lo >= 0.0 and hi <= 1.0:
+            arr = arr * 255.0
+        elif not (lo >= 0.0 and hi <= 255.0):
+            arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "La":  # premultiplied L + alpha: Pillow cannot convert it to RGBA directly
+        img = img.convert("LA")
+        mode = "LA"
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -279,7 +362,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _array_to_image(arr: np.ndarray) -> Image.Image:
     if arr.dtype != np.uint8:
-        raise ImageDecodeError(f"numpy images must be uint8 (HxWx3 RGB or HxW grayscale), got dtype {arr.dtype}")
+        raise ImageDecodeError(f"numpy images must be uint8 (HxWx3 RGB or HxW grayscale), got dtype {arr.dtype}; "
+                               "convert with arr.astype(np.uint8) after scaling to 0..255", kind="bad_array")
+    if arr.ndim in (2, 3) and (arr.shape[0] < 1 or arr.shape[1] < 1):
+        raise ImageDecodeError(f"numpy image has zero width or height (shape {arr.shape})", kind="empty")
+    if arr.ndim in (2, 3) and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"numpy image has {arr.shape[0] * arr.shape[1]:,} pixels, over the "
+                               f"{MAX_IMAGE_PIXELS:,}-pixel limit", kind="too_large")
     if arr.ndim == 2:
         return Image.fromarray(np.ascontiguousarray(arr), "L").convert("RGB")
     if arr.ndim == 3 and arr.shape[2] == 3:
@@ -288,23 +377,35 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
         return _to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA"))
     if arr.ndim == 3 and arr.shape[2] == 1:
         return Image.fromarray(np.ascontiguousarray(arr[:, :, 0]), "L").convert("RGB")
-    raise ImageDecodeError(f"numpy images must be HxWx3 (RGB), HxWx4 (RGBA) or HxW, got shape {arr.shape}")
+    raise ImageDecodeError(f"numpy images must be HxWx3 (RGB), HxWx4 (RGBA) or HxW, got shape {arr.shape}",
+                           kind="bad_array")
 
+
+# ---- the eval transform ------------------------------------------------------------------------------
 
 def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
-    """Resize the shorter side to ``cfg.resize_shorter`` and centre-crop ``cfg.input_size``."""
+    """Resize the shorter side to ``cfg.resize_shorter`` and centre-crop ``cfg.input_size``.
+
+    Only the source region that ends up in the crop is resampled (``Image.resize(box=...)``), which is
+    the same mapping as resizing the whole image and then cropping, without allocating the resized
+    whole: a 1x100000 strip costs as little as a square photo. Always returns exactly ``input_size``.
+    """
     out_h, out_w = cfg.input_size
     w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"the image has zero width or height ({w}x{h})", kind="empty")
     target_w, target_h = _target_for((w, h), cfg)
     # never crop more than the image has: an extreme-aspect image still yields the full crop
     target_w, target_h = max(target_w, out_w), max(target_h, out_h)
-    if (target_w, target_h) != (w, h):
-        img = img.resize((target_w, target_h), INTERPOLATIONS[cfg.interpolation])
     left = (target_w - out_w) // 2
     top = (target_h - out_h) // 2
-    if (left, top, out_w, out_h) != (0, 0, target_w, target_h):
-        img = img.crop((left, top, left + out_w, top + out_h))
-    return img
+    if (target_w, target_h) == (w, h):
+        if (left, top, out_w, out_h) == (0, 0, w, h):
+            return img
+        return img.crop((left, top, left + out_w, top + out_h))
+    sx, sy = w / target_w, h / target_h
+    box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
+    return img.resize((out_w, out_h), INTERPOLATIONS[cfg.interpolation], box=box)
 
 
 def normalize(rgb: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
@@ -322,7 +423,10 @@ def normalize(rgb: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = N
 def preprocess(source: ImageInput, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
     """Decode ``source`` and return the model input for it: float32 array of shape (3, H, W)."""
     img = resize_and_crop(load_image(source, cfg), cfg)
-    return normalize(np.asarray(img, dtype=np.uint8), cfg, out=out)
+    rgb = np.asarray(img, dtype=np.uint8)
+    if rgb.shape != (cfg.input_size[0], cfg.input_size[1], 3):  # pragma: no cover - guarded above
+        raise ImageDecodeError(f"internal error: preprocessed image has shape {rgb.shape}", kind="internal_error")
+    return normalize(rgb, cfg, out=out)
 
 
 def preprocess_batch(sources: Sequence[ImageInput], cfg: PreprocessConfig) -> np.ndarray:
@@ -332,3 +436,7 @@ def preprocess_batch(sources: Sequence[ImageInput], cfg: PreprocessConfig) -> np
     for i, s in enumerate(sources):
         preprocess(s, cfg, out=batch[i])
     return batch
+
+
+__all__ = ["PreprocessConfig", "load_image", "resize_and_crop", "normalize", "preprocess", "preprocess_batch",
+           "MAX_IMAGE_PIXELS", "MAX_FILE_BYTES", "INTERPOLATIONS", "ImageInput", "ImageDecodeError"]
