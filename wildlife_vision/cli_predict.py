@@ -1,0 +1,520 @@
+"""`wildlife-vision predict` and `wildlife-vision info`: score photos in bulk, and describe a model file.
+
+Behaviour (exit codes, output records, resume) is documented in docs/predict.md. This module may print;
+the library modules it drives never do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+EXIT_OK = 0          # the run completed, even if some inputs failed (their rows carry the error)
+EXIT_FAILURE = 1     # the run could not complete: the output file could not be written
+EXIT_USAGE = 2       # bad arguments, or an output file that cannot be resumed / would be overwritten
+EXIT_MODEL = 4       # the model cannot be loaded (missing, not ONNX, truncated, bad metadata, ...)
+EXIT_INTERRUPTED = 130
+
+#: Extensions read from folders (case-insensitive). Files named explicitly are always read, whatever their name.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+    ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpx", ".jxl", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
+    ".mpo", ".psd", ".pcx", ".qoi", ".dds", ".svg",
+})
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict", help="score photos (files or folders); one output row per input",
+        description="Score photos with a wildlife_vision model and write exactly one row per input, failures "
+                    "included. Folders are read for image files (by extension); files named explicitly are always "
+                    "read. Exit status 0 when the run completed even if some inputs failed, 2 for usage errors, "
+                    "4 when the model cannot be loaded. See docs/predict.md.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    p.add_argument("--model", "-m", metavar="MODEL.onnx", help="model file (default: the shipped default model)")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into subfolders of folder PATHs")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="output file, .jsonl (default format) or .csv; default: JSONL on stdout")
+    p.add_argument("--format", choices=("jsonl", "csv"), help="output format (default: from --output's extension)")
+    p.add_argument("--resume", action="store_true",
+                   help="append to an existing --output, skipping inputs already in it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per inference call (default 32)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="onnxruntime intra-op threads (default 0: onnxruntime's choice)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="image decoding threads (default: min(4, CPU count))")
+    p.add_argument("--providers", nargs="+", metavar="P",
+                   help="execution providers in order of preference, e.g. `--providers cuda cpu` "
+                        "(default: CUDA when available, else CPU)")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="always show the progress bar (default: only when stderr is a terminal)")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    i = subparsers.add_parser("info", help="print a model file's metadata",
+                              description="Print the labels, thresholds, review bands, preprocessing, backbone, "
+                                          "training provenance and metrics stored in a wildlife_vision model.")
+    i.add_argument("model", nargs="?", metavar="MODEL.onnx", help="model file (default: the shipped default model)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(func=cmd_info)
+
+
+# ---- input expansion ----------------------------------------------------------------------------------
+
+@dataclass
+class Inputs:
+    """The inputs of a run, in order, plus what was left out and why."""
+
+    paths: List[str] = field(default_factory=list)
+    #: inputs that get an error row without being decoded (e.g. a folder that cannot be listed)
+    problems: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    skipped_non_images: int = 0
+    skipped_subfolders: int = 0
+    skipped_loops: int = 0
+    duplicates: int = 0
+
+
+def expand_inputs(args_paths: Sequence[str], recursive: bool = False) -> Inputs:
+    """Expand PATH arguments into a deterministic, duplicate-free list of inputs.
+
+    Files named explicitly are included whatever their extension (a renamed non-image gets its error row);
+    folders contribute their image files (by extension) sorted by path, subfolders only with ``recursive``.
+    Symlinked folders are followed once: each real folder is visited at most once, so loops end. Missing
+    paths are kept as inputs (their row says "file not found"). No globbing: the shell does that.
+    """
+    res = Inputs()
+    seen: Set[str] = set()
+
+    def add(path: str) -> None:
+        if path in seen:
+            res.duplicates += 1
+            return
+        seen.add(path)
+        res.paths.append(path)
+
+    for arg in args_paths:
+        if os.path.isdir(arg):
+            for path in _walk(arg, recursive, res):
+                add(path)
+        else:
+            add(arg)
+    return res
+
+
+def _walk(root: str, recursive: bool, res: Inputs) -> List[str]:
+    visited: Set[Tuple[int, int]] = set()
+    found: List[str] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            key = (st.st_dev, st.st_ino)
+        except OSError as e:
+            res.problems[folder] = (f"cannot access folder: {e.strerror or e}", "unreadable")
+            found.append(folder)
+            continue
+        if key in visited:
+            res.skipped_loops += 1
+            continue
+        visited.add(key)
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            res.problems[folder] = (f"cannot list folder: {e.strerror or e}", "unreadable")
+            found.append(folder)
+            continue
+        for entry in entries:
+            path = os.path.join(folder, entry.name)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; False for broken links and loops
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if recursive:
+                    stack.append(path)
+                else:
+                    res.skipped_subfolders += 1
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(path)
+            else:
+                res.skipped_non_images += 1
+    found.sort(key=lambda p: os.path.relpath(p, root).split(os.sep))
+    return found
+
+
+# ---- progress ---------------------------------------------------------------------------------------------
+
+class _Progress:
+    """tqdm when it is installed, else a plain one-line counter on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.n = total, enabled, 0
+        self._bar = None
+        self._last = 0.0
+        self._start = time.monotonic()
+        if enabled:
+            try:
+                from tqdm import tqdm  # optional; not a dependency of wildlife-vision
+
+                self._bar = tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+            except ImportError:
+                self._bar = None
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last >= 0.5 or self.n >= self.total:
+            self._last = now
+            rate = self.n / max(now - self._start, 1e-9)
+            pct = 100.0 * self.n / self.total if self.total else 100.0
+            sys.stderr.write(f"\r{self.n}/{self.total} photos ({pct:.0f}%), {rate:.1f}/s   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# ---- predict --------------------------------------------------------------------------------------------
+
+def _err(msg: str) -> None:
+    print(f"wildlife-vision predict: {msg}", file=sys.stderr)
+
+
+def _load_model(path: Optional[str], providers: Optional[List[str]], threads: int, batch_size: int, cmd: str):
+    """Load the model, printing its warnings; returns (model, None) or (None, exit code)."""
+    from .errors import ModelLoadError
+    from .model import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = load_model(path, providers=providers, threads=threads or None, batch_size=batch_size)
+        except ModelLoadError as e:
+            print(f"wildlife-vision {cmd}: cannot load the model: {e}", file=sys.stderr)
+            return None, EXIT_MODEL
+        except (ValueError, TypeError) as e:  # bad --providers, --threads, --batch-size
+            print(f"wildlife-vision {cmd}: {e}", file=sys.stderr)
+            return None, EXIT_USAGE
+    for w in caught:
+        print(f"wildlife-vision {cmd}: warning: {w.message}", file=sys.stderr)
+    return model, None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .records import OutputFormatError, RecordEncoder, RecordWriter, format_for, read_existing
+
+    # -- arguments ---------------------------------------------------------------------------------
+    if args.batch_size < 1:
+        _err(f"--batch-size must be at least 1, got {args.batch_size}")
+        return EXIT_USAGE
+    if args.threads < 0:
+        _err(f"--threads must be 0 (automatic) or more, got {args.threads}")
+        return EXIT_USAGE
+    workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
+    if workers < 1:
+        _err(f"--workers must be at least 1, got {workers}")
+        return EXIT_USAGE
+    providers = [p for item in args.providers for p in item.split(",") if p] if args.providers else None
+    output: Optional[str] = args.output
+    fmt = args.format
+    if output is not None and fmt is None:
+        fmt = format_for(output)
+        if fmt is None:
+            _err(f"cannot tell the output format from {output!r}: name it .jsonl or .csv, or pass --format")
+            return EXIT_USAGE
+    fmt = fmt or "jsonl"
+    if args.resume and args.overwrite:
+        _err("--resume and --overwrite contradict each other; pick one")
+        return EXIT_USAGE
+    if (args.resume or args.overwrite) and output is None:
+        _err("--resume and --overwrite need --output FILE")
+        return EXIT_USAGE
+    exists = output is not None and os.path.exists(output)
+    if exists and os.path.isdir(output):
+        _err(f"--output {output!r} is a folder; name a file")
+        return EXIT_USAGE
+    if exists and not (args.resume or args.overwrite) and os.path.getsize(output) > 0:
+        _err(f"{output} already exists; pass --resume to skip the inputs already in it, or --overwrite to replace it")
+        return EXIT_USAGE
+
+    # -- model ---------------------------------------------------------------------------------------
+    model, code = _load_model(args.model, providers, args.threads, args.batch_size, "predict")
+    if model is None:
+        return code
+    encoder = RecordEncoder(fmt, model.labels, model.name, model.version)
+
+    # -- inputs and what is already done ------------------------------------------------------------------
+    inputs = expand_inputs(args.paths, recursive=args.recursive)
+    done: Set[str] = set()
+    resumed_rows = 0
+    need_header = fmt == "csv"
+    if args.resume and exists:
+        try:
+            existing = read_existing(output, fmt, model.labels)
+        except OutputFormatError as e:
+            _err(str(e))
+            return EXIT_USAGE
+        except OSError as e:
+            _err(f"cannot read {output} to resume it: {e.strerror or e}")
+            return EXIT_FAILURE
+        others = existing.models - {encoder.model_id()}
+        if others:
+            found = ", ".join(f"{n} {v}" for n, v in sorted(others))
+            _err(f"{output} has rows from model(s) {found}, not {model.name} {model.version}; resuming would mix "
+                 "results. Resume with the same --model, write to another --output, or pass --overwrite")
+            return EXIT_USAGE
+        done, resumed_rows = existing.done, existing.rows
+        need_header = fmt == "csv" and not existing.has_header
+        if existing.dropped_bytes:
+            print(f"wildlife-vision predict: dropping an incomplete last line ({existing.dropped_bytes} bytes) "
+                  f"left in {output} by an interrupted run", file=sys.stderr)
+            try:
+                os.truncate(output, existing.valid_bytes)
+            except OSError as e:
+                _err(f"cannot repair {output}: {e.strerror or e}")
+                return EXIT_FAILURE
+    todo = [p for p in inputs.paths if encoder.key(p) not in done]
+    already = len(inputs.paths) - len(todo)
+
+    # -- output ----------------------------------------------------------------------------------------
+    try:
+        if output is None:
+            writer = RecordWriter(sys.stdout.buffer)
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+            if args.overwrite or not args.resume:
+                flags |= os.O_TRUNC
+            writer = RecordWriter(os.open(output, flags, 0o644))
+        if need_header:
+            writer.write_raw(encoder.header())
+    except OSError as e:
+        _err(f"cannot write {output}: {e.strerror or e}")
+        return EXIT_FAILURE
+
+    # -- run ---------------------------------------------------------------------------------------------
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = _Progress(len(todo), enabled=bool(show) and bool(todo))
+    stats = _Stats(model.labels)
+    start = time.monotonic()
+    status = EXIT_OK
+    pending: List[bytes] = []
+
+    def flush() -> None:
+        if pending:
+            writer.write_lines(pending)
+            progress.update(len(pending))
+            pending.clear()
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about damaged files and near-limit canvases; each input's row already says what happened
+            warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+            from PIL import Image as _Image
+
+            warnings.filterwarnings("ignore", category=_Image.DecompressionBombWarning)
+            for pred in _predictions(model, todo, inputs.problems, args.batch_size, workers):
+                stats.add(pred)
+                pending.append(encoder.encode(pred))
+                if len(pending) >= args.batch_size:
+                    flush()
+            flush()
+    except KeyboardInterrupt:
+        try:
+            flush()  # rows already computed are complete: keep them
+        except OSError:
+            pass
+        status = EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early, e.g. `| head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
+        except OSError:
+            pass
+        status = EXIT_FAILURE
+    except OSError as e:
+        progress.close()
+        _err(f"cannot write {output or 'stdout'}: {e.strerror or e}; rows written so far are complete, rerun "
+             "with --resume once fixed")
+        return EXIT_FAILURE
+    finally:
+        try:
+            writer.close()
+        except OSError:
+            pass
+    progress.close()
+    seconds = time.monotonic() - start
+    if not getattr(args, "quiet", False) or status != EXIT_OK:
+        _print_summary(stats, seconds, model, inputs, already, resumed_rows, output, status)
+    return status
+
+
+def _predictions(model: Any, todo: List[str], problems: Dict[str, Tuple[str, str]], batch_size: int,
+                 workers: int) -> Iterator[Any]:
+    """Predictions for ``todo`` in order; inputs known to be broken up front get their error without decoding."""
+    from .model import Prediction
+
+    if not problems:
+        yield from model.predict_iter(todo, batch_size=batch_size, workers=workers, names=todo)
+        return
+    run: List[str] = []
+    for path in todo:
+        if path in problems:
+            if run:
+                yield from model.predict_iter(run, batch_size=batch_size, workers=workers, names=run)
+                run = []
+            msg, kind = problems[path]
+            yield Prediction(input=path, error=msg, error_kind=kind)
+        else:
+            run.append(path)
+    if run:
+        yield from model.predict_iter(run, batch_size=batch_size, workers=workers, names=run)
+
+
+class _Stats:
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        self.scored = self.failed = self.any_flagged = self.any_review = 0
+        self.flagged: Counter = Counter()
+        self.review: Counter = Counter()
+        self.errors: Counter = Counter()
+
+    def add(self, pred: Any) -> None:
+        if pred.error is not None:
+            self.failed += 1
+            self.errors[pred.error_kind or "error"] += 1
+            return
+        self.scored += 1
+        self.flagged.update(pred.flagged)
+        self.review.update(pred.review)
+        self.any_flagged += bool(pred.flagged)
+        self.any_review += bool(pred.review)
+
+
+def _print_summary(stats: _Stats, seconds: float, model: Any, inputs: Inputs, already: int, resumed_rows: int,
+                   output: Optional[str], status: int) -> None:
+    total = stats.scored + stats.failed
+    rate = total / seconds if seconds > 0 else 0.0
+
+    def per_label(c: Counter) -> str:
+        return ", ".join(f"{lab} {c.get(lab, 0)}" for lab in stats.labels)
+
+    lines = [f"{'interrupted after' if status == EXIT_INTERRUPTED else 'done:'} {total} inputs: {stats.scored} "
+             f"scored, {stats.failed} failed, in {seconds:.1f} s ({rate:.1f} photos/s) on {model.provider} "
+             f"with {model.name} {model.version}",
+             f"  flagged: {per_label(stats.flagged)} ({stats.any_flagged} photos with a flag)",
+             f"  review:  {per_label(stats.review)} ({stats.any_review} photos to review)"]
+    if stats.errors:
+        lines.append("  failed:  " + ", ".join(f"{k} {n}" for k, n in sorted(stats.errors.items())))
+    skipped = []
+    if already:
+        skipped.append(f"{already} already in {output} (--resume)")
+    if inputs.duplicates:
+        skipped.append(f"{inputs.duplicates} duplicate paths")
+    if inputs.skipped_non_images:
+        skipped.append(f"{inputs.skipped_non_images} non-image files in folders")
+    if inputs.skipped_subfolders:
+        skipped.append(f"{inputs.skipped_subfolders} subfolders (use --recursive)")
+    if inputs.skipped_loops:
+        skipped.append(f"{inputs.skipped_loops} folders reached twice through symlinks")
+    if skipped:
+        lines.append("  skipped: " + "; ".join(skipped))
+    if output is not None:
+        lines.append(f"  output:  {output} ({resumed_rows + total} rows)")
+    if status == EXIT_INTERRUPTED and output is not None:
+        lines.append("  rerun the same command with --resume to finish")
+    print("\n".join(lines), file=sys.stderr)
+
+
+# ---- info ---------------------------------------------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .errors import ModelLoadError
+    from .metadata import read_model_metadata
+    from .model import default_model_path
+
+    try:
+        path = args.model if args.model is not None else str(default_model_path())
+        meta = read_model_metadata(path)
+        data = open(path, "rb").read()
+    except ModelLoadError as e:
+        print(f"wildlife-vision info: cannot read the model: {e}", file=sys.stderr)
+        return EXIT_MODEL
+    except OSError as e:
+        print(f"wildlife-vision info: cannot read {args.model}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_MODEL
+    digest = hashlib.sha256(data).hexdigest()
+    if args.json:
+        print(json.dumps({"path": os.path.abspath(path), "size_bytes": len(data), "sha256": digest,
+                          "metadata": meta.to_dict()}, indent=2, sort_keys=False))
+        return EXIT_OK
+    pre = meta.preprocess
+    lines = [
+        f"model:        {meta.name} {meta.model_version}",
+        f"file:         {os.path.abspath(path)} ({len(data):,} bytes)",
+        f"sha256:       {digest}",
+        f"schema:       {meta.schema_version}",
+        f"backbone:     {meta.backbone or '-'}",
+        f"created:      {meta.created or '-'} (wildlife-vision {meta.package_version or '?'})",
+        f"input/output: {meta.input_name} -> {meta.output_name}",
+        f"labels ({len(meta.labels)}):",
+    ]
+    width = max(len(lab) for lab in meta.labels)
+    lines.append(f"  {'label'.ljust(width)}  threshold  review band")
+    for lab in meta.labels:
+        low, high = meta.review_bands[lab]
+        band = f"[{low:.3f}, {high:.3f})" if high > low else "-"
+        lines.append(f"  {lab.ljust(width)}  {meta.thresholds[lab]:9.3f}  {band}")
+    lines += [
+        "preprocessing:",
+        f"  input size:    {pre.input_size[0]}x{pre.input_size[1]} (height x width), RGB, NCHW float32",
+        f"  resize:        shorter side to {pre.resize_shorter} ({pre.interpolation}, crop_pct {pre.crop_pct}), "
+        "then centre crop",
+        f"  normalise:     mean {list(pre.mean)}, std {list(pre.std)}",
+        f"  JPEG draft:    {'on' if pre.draft else 'off'}",
+    ]
+    for title, block in (("calibration", meta.calibration), ("training", meta.training), ("metrics", meta.metrics)):
+        lines.append(f"{title}:" + ("" if block else " -"))
+        lines.extend(_tree(block, "  "))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _tree(obj: Any, indent: str) -> List[str]:
+    out: List[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, dict) and v:
+                out.append(f"{indent}{k}:")
+                out.extend(_tree(v, indent + "  "))
+            else:
+                out.append(f"{indent}{k}: {_short(v)}")
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+    return text if len(text) <= 160 else text[:157] + "..."
