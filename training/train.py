@@ -1,0 +1,454 @@
+"""Fine-tune a timm backbone on a labelled manifest: the engine behind ``wildlife-vision train``.
+
+``main(argv)`` takes the same arguments as the command line (tests call it directly); :func:`train` takes a
+:class:`~training.config.TrainConfig`. The run folder receives ``config.yaml`` (the resolved config),
+``metrics.jsonl`` (one JSON object per epoch, with training images/sec), ``train.log``, ``last.pt`` (every epoch,
+for ``--resume``), ``best.pt`` (best validation macro-AP), ``calibration.json`` (thresholds and review bands)
+and ``eval/`` (the validation report of the best checkpoint). Checkpoints hold only tensors and plain data, so
+they load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from wildlife_vision._version import __version__
+from wildlife_vision.preprocess import PreprocessConfig
+
+from .backbones import PretrainedInfo, create_backbone, preprocess_config_for
+from .calibrate import calibrate
+from .config import TrainConfig
+from .data import EpochSampler, ImageDataset, make_loader
+from .evaluate import build_report, default_slice_columns, write_report
+from .losses import build_loss
+from .manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
+from .metrics import average_precision, macro_ap
+
+log = logging.getLogger("training")
+
+CHECKPOINT_FORMAT = "wildlife_vision.checkpoint.v1"
+
+
+# ---- small helpers ---------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but torch sees no CUDA device "
+                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _save(obj: Dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Load a run checkpoint with ``weights_only=True`` (no arbitrary objects are unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a wildlife-vision training checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def _subset(samples: List[Sample], n: Optional[int], seed: int, what: str) -> List[Sample]:
+    if n is None or n >= len(samples):
+        return samples
+    idx = np.sort(np.random.default_rng([seed, 7]).permutation(len(samples))[:n])
+    log.info("using %d of %d %s images (--max-%s-images)", n, len(samples), what, what)
+    return [samples[i] for i in idx]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _set_frozen(model: nn.Module, frozen: bool) -> None:
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head or not frozen)
+
+
+class WarmupCosine:
+    """Per-step multiplier: linear warmup to 1, then cosine decay to ``min_ratio``."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = max(0, warmup_steps), max(1, total_steps), min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, channels_last: bool, amp: bool,
+            loss_fn: Optional[nn.Module] = None, desc: str = "eval") -> Tuple[np.ndarray, np.ndarray, int, float]:
+    """Sigmoid scores for every decodable image of ``loader``: (scores, dataset indices, skipped, mean loss)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    scores, indices, skipped, loss_sum, n = [], [], 0, 0.0, 0
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+        skipped += batch.skipped
+        if batch.images.numel() == 0:
+            continue
+        x = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.float16) if amp else nullcontext():
+            logits = model(x).float()
+        if loss_fn is not None:
+            loss_sum += float(loss_fn(logits, batch.targets.to(device))) * len(x)
+            n += len(x)
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        indices.append(batch.indices.numpy())
+    if not scores:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped, float("nan")
+    return np.concatenate(scores), np.concatenate(indices), skipped, (loss_sum / n if n else float("nan"))
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_epoch: int
+    val_macro_ap: Optional[float]
+    report: Dict[str, Any]
+    calibration: Dict[str, Any]
+    thresholds: Dict[str, float]
+    images_per_sec: float
+    skipped_images: int
+    stopped_early: bool
+
+
+class _RunLog:
+    """Attach ``RUN_DIR/train.log`` to the root logger for the duration of a run."""
+
+    def __init__(self, path: Path):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.INFO)
+
+    def __enter__(self) -> "_RunLog":
+        root = logging.getLogger()
+        root.addHandler(self.handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            self._old_level = root.level
+            root.setLevel(logging.INFO)
+        else:
+            self._old_level = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        self.handler.close()
+        if self._old_level is not None:
+            root.setLevel(self._old_level)
+
+
+def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Optional[int] = None) -> RunResult:
+    """Run (or resume) training and finish with evaluation and calibration of the best checkpoint."""
+    ckpt: Optional[Dict[str, Any]] = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        requested = cfg
+        cfg = TrainConfig.from_dict(ckpt["config"]).replace("data", workers=requested.data.workers)
+        cfg = cfg.replace("run", output=requested.run.output, device=requested.run.device)
+        if epochs_override:
+            cfg = cfg.replace("optim", epochs=epochs_override)
+    cfg.validate()
+    run_dir = Path(cfg.run.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _RunLog(run_dir / "train.log"):
+        return _train(cfg, run_dir, ckpt)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> RunResult:
+    from tqdm.auto import tqdm
+
+    t_start = time.time()
+    seed_everything(cfg.run.seed)
+    manifest = read_manifest(cfg.data.manifest, labels=cfg.data.labels or None)
+    labels = manifest.labels
+    if not labels:
+        raise ValueError("the manifest has no labelled rows, so there is nothing to learn; pass --labels to name "
+                         "the labels explicitly")
+    if ckpt is not None and tuple(ckpt["labels"]) != tuple(labels):
+        raise ValueError(f"the checkpoint was trained on labels {ckpt['labels']}, the manifest now gives "
+                         f"{list(labels)}; pass --labels {' '.join(ckpt['labels'])} or start a new run")
+    cfg = cfg.replace("data", labels=tuple(labels))
+    samples, split_note = assign_splits(manifest.samples, cfg.data.val_fraction)
+    if split_note:
+        log.warning(split_note)
+    train_samples = _subset([s for s in samples if s.split == "train"], cfg.data.max_train_images,
+                            cfg.run.seed, "train")
+    val_samples = _subset([s for s in samples if s.split == "val"], cfg.data.max_val_images, cfg.run.seed, "val")
+    if not train_samples or not val_samples:
+        raise ValueError(f"need training and validation images, got {len(train_samples)} train and "
+                         f"{len(val_samples)} val")
+    train_counts = label_counts(train_samples, labels)
+    for lab, n in train_counts.items():
+        if n == 0:
+            log.warning("label '%s' has no positive training example in this run", lab)
+    log.info("labels %s; %d train / %d val images; positives in train: %s", list(labels), len(train_samples),
+             len(val_samples), train_counts)
+
+    device = resolve_device(cfg.run.device)
+    amp = bool(cfg.run.amp if cfg.run.amp is not None else device.type == "cuda") and device.type == "cuda"
+    channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else device.type == "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    pretrained = "none" if ckpt is not None else cfg.model.pretrained
+    model, pre_info = create_backbone(cfg.model.name, len(labels), pretrained, cfg.model.drop_rate,
+                                      cfg.model.drop_path_rate)
+    if ckpt is not None:
+        pre_info = PretrainedInfo(**ckpt["pretrained"])
+    log.info("backbone %s, pretrained: %s (%s)", cfg.model.name, pre_info.source, pre_info.detail)
+    pre_cfg = preprocess_config_for(model, cfg.data.image_size, cfg.data.crop_pct, cfg.data.interpolation)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    from .augment import build_train_transform
+
+    transform = build_train_transform(cfg.data.image_size, cfg.aug, pre_cfg.interpolation)
+    train_ds = ImageDataset(train_samples, labels, pre_cfg, transform)
+    val_ds = ImageDataset(val_samples, labels, pre_cfg)
+    sampler = EpochSampler(len(train_ds), cfg.run.seed, shuffle=True)
+    drop_last = len(train_ds) > cfg.data.batch_size
+    train_loader = make_loader(train_ds, cfg.data.batch_size, cfg.data.workers, device, sampler, drop_last)
+    val_loader = make_loader(val_ds, cfg.data.batch_size, cfg.data.workers, device)
+    steps_per_epoch = max(1, len(train_loader))
+
+    loss_fn = build_loss(cfg.loss, train_ds.targets).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    schedule = WarmupCosine(int(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.epochs * steps_per_epoch,
+                            cfg.optim.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    ema = None
+    if cfg.optim.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.optim.ema_decay, use_warmup=True)
+
+    start_epoch, best_metric, best_epoch, bad_epochs, global_step = 0, -1.0, -1, 0, 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scheduler.lr_lambdas = [schedule]
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best_metric, best_epoch = float(ckpt["best_metric"]), int(ckpt["best_epoch"])
+        bad_epochs, global_step = int(ckpt["bad_epochs"]), int(ckpt["global_step"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        log.info("resuming after epoch %d (best macro-AP %.4f at epoch %d)", start_epoch, best_metric, best_epoch + 1)
+
+    cfg.save_yaml(run_dir / "config.yaml")
+    common = {
+        "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "labels": list(labels),
+        "preprocess": pre_cfg.to_dict(), "pretrained": pre_info.to_dict(), "package_version": __version__,
+        "manifest_sha256": manifest.sha256, "config_sha256": cfg.sha256(),
+        "counts": {"train_images": len(train_samples), "val_images": len(val_samples),
+                   "train_positives": train_counts, "val_positives": label_counts(val_samples, labels)},
+    }
+    metrics_path = run_dir / "metrics.jsonl"
+    if ckpt is None and metrics_path.exists():
+        metrics_path.unlink()
+
+    total_skipped, ips_history, stopped_early = 0, [], False
+    epochs = cfg.optim.epochs
+    for epoch in range(start_epoch, epochs):
+        frozen = epoch < cfg.optim.freeze_epochs
+        _set_frozen(model, frozen)
+        if frozen:
+            log.info("epoch %d: backbone frozen, training the classifier only", epoch + 1)
+        sampler.set_epoch(epoch)
+        model.train()
+        t0 = time.time()
+        loss_sum, seen, skipped = 0.0, 0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+        for batch in bar:
+            skipped += batch.skipped
+            if batch.images.numel() == 0:
+                continue
+            x = batch.images.to(device, non_blocking=True)
+            y = batch.targets.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr "
+                                         f"(now {cfg.optim.lr}) or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            global_step += 1
+            if ema is not None:
+                ema.update(model, step=global_step)
+            loss_sum += loss.item() * len(x)
+            seen += len(x)
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        train_time = time.time() - t0
+        ips = seen / train_time if train_time > 0 else 0.0
+        ips_history.append(ips)
+        total_skipped += skipped
+        if skipped:
+            log.warning("epoch %d: skipped %d unreadable training image(s)", epoch + 1, skipped)
+
+        eval_model = ema.module if ema is not None else model
+        t1 = time.time()
+        scores, idx, val_skipped, val_loss = predict(eval_model, val_loader, device, channels_last, amp, loss_fn,
+                                                     desc="val")
+        y_val = val_ds.targets[idx]
+        m_ap = macro_ap(y_val, scores) if len(idx) else None
+        per_label_ap = {lab: average_precision(y_val[:, j], scores[:, j]) for j, lab in enumerate(labels)}
+        improved = m_ap is not None and m_ap > best_metric + 1e-6
+        if improved:
+            best_metric, best_epoch, bad_epochs = float(m_ap), epoch, 0
+            _save({**common, "model": eval_model.state_dict(), "epoch": epoch, "val_macro_ap": best_metric},
+                  run_dir / "best.pt")
+        else:
+            bad_epochs += 1
+        record = {"epoch": epoch + 1, "frozen": frozen, "lr": scheduler.get_last_lr()[0],
+                  "train_loss": loss_sum / max(seen, 1), "train_images": seen, "train_skipped": skipped,
+                  "train_seconds": round(train_time, 2), "train_images_per_sec": round(ips, 2),
+                  "val_loss": val_loss, "val_macro_ap": m_ap, "val_ap": per_label_ap, "val_images": int(len(idx)),
+                  "val_skipped": val_skipped, "val_seconds": round(time.time() - t1, 2), "best": improved}
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("epoch %d/%d: train loss %.4f, %.1f img/s | val loss %.4f, macro-AP %s%s", epoch + 1, epochs,
+                 record["train_loss"], ips, val_loss, f"{m_ap:.4f}" if m_ap is not None else "n/a",
+                 " (best)" if improved else "")
+        _save({**common, "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
+               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "scaler": scaler.state_dict(), "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
+               "bad_epochs": bad_epochs, "global_step": global_step, "torch_rng": torch.get_rng_state()},
+              run_dir / "last.pt")
+        if cfg.optim.patience and bad_epochs >= cfg.optim.patience and epoch + 1 < epochs:
+            log.info("early stopping: validation macro-AP has not improved for %d epoch(s)", bad_epochs)
+            stopped_early = True
+            break
+
+    if not (run_dir / "best.pt").exists():
+        raise RuntimeError("no checkpoint was saved: validation AP was never defined (do the val images have "
+                           "positives?)")
+    result = finalize(run_dir, cfg, val_samples, device, channels_last)
+    result.images_per_sec = float(np.mean(ips_history)) if ips_history else 0.0
+    result.skipped_images = total_skipped
+    result.stopped_early = stopped_early
+    log.info("run finished in %.1f s", time.time() - t_start)
+    return result
+
+
+def build_model_from_checkpoint(ckpt: Dict[str, Any]) -> Tuple[nn.Module, PreprocessConfig]:
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    model, _ = create_backbone(cfg.model.name, len(ckpt["labels"]), "none")
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, PreprocessConfig.from_dict(ckpt["preprocess"])
+
+
+def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], device: torch.device,
+             channels_last: bool) -> RunResult:
+    """Evaluate best.pt on the validation split, calibrate thresholds, write calibration.json and eval/."""
+    best = load_checkpoint(run_dir / "best.pt")
+    labels = list(best["labels"])
+    model, pre_cfg = build_model_from_checkpoint(best)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    ds = ImageDataset(val_samples, labels, pre_cfg)
+    loader = make_loader(ds, cfg.data.batch_size, cfg.data.workers, device)
+    scores, idx, skipped, _ = predict(model, loader, device, channels_last, False, desc="final val")
+    kept = [val_samples[i] for i in idx]
+    y = targets_for(kept, labels)
+    thresholds, bands, calibration = calibrate(y, scores, labels, cfg.calib.target, cfg.calib.value,
+                                               cfg.calib.review_recall)
+    (run_dir / "calibration.json").write_text(json.dumps({
+        "thresholds": thresholds, "review_bands": {k: list(v) for k, v in bands.items()},
+        "calibration": calibration}, indent=2), encoding="utf-8")
+    columns = sorted({c for s in kept for c in s.extra})
+    info = {"model": str(run_dir / "best.pt"), "manifest": cfg.data.manifest, "manifest_sha256":
+            best["manifest_sha256"], "split": "val", "skipped_images": skipped, "epoch": int(best["epoch"]) + 1}
+    report = build_report(y, scores, labels, thresholds, kept, default_slice_columns(kept, columns), info)
+    write_report(report, y, scores, run_dir / "eval")
+    return RunResult(run_dir=run_dir, best_epoch=int(best["epoch"]) + 1, val_macro_ap=report["macro"]["ap"],
+                     report=report, calibration=calibration, thresholds=thresholds, images_per_sec=0.0,
+                     skipped_images=0, stopped_early=False)
+
+
+def format_summary(result: RunResult) -> str:
+    r = result.report
+    lines = [f"run folder: {result.run_dir}",
+             f"best epoch {result.best_epoch}: val macro-AP {r['macro']['ap']:.4f}" if r["macro"]["ap"] is not None
+             else f"best epoch {result.best_epoch}",
+             f"training throughput: {result.images_per_sec:.1f} images/s (mean over epochs)"]
+    if result.skipped_images:
+        lines.append(f"unreadable training images skipped: {result.skipped_images}")
+    if result.stopped_early:
+        lines.append("stopped early (no validation improvement)")
+    lines.append("label            AP     thr    precision recall  review band")
+    for lab in r["labels"]:
+        m = r["per_class"][lab]
+        c = result.calibration["per_label"][lab]
+        ap = f"{m['ap']:.3f}" if m["ap"] is not None else "  -  "
+        lines.append(f"{lab:<16} {ap}  {m['threshold']:.3f}  {m['precision']:.3f}     {m['recall']:.3f}   "
+                     f"[{c['review_low']:.3f}, {c['threshold']:.3f})" + ("" if c["met"] else "  (target not met)"))
+    lines.append(f"report: {result.run_dir / 'eval' / 'report.md'}")
+    lines.append(f"next: wildlife-vision export {result.run_dir} --output model.onnx")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``wildlife-vision train`` as a function: parse ``argv``, train, print the summary; returns the exit code."""
+    import argparse
+
+    from .cli import add_train_arguments, run_train
+
+    parser = argparse.ArgumentParser(prog="wildlife-vision train")
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(list(argv) if argv is not None else None))
