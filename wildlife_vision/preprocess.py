@@ -272,11 +272,14 @@ def load_image(source: ImageInput, cfg: PreprocessConfig | None = None) -> Image
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"image too large (decompression-bomb limit): {e}; refused without decoding",
+        raise ImageDecodeError(f"image too large (decompression-bomb limit): {str(e).rstrip('.')}; refused "
+                               "without decoding",
                                kind="too_large") from None
     except UnidentifiedImageError:
         kind, what = _sniff_format(data[:1024])
-        raise ImageDecodeError(f"not an image Pillow can read: looks like {what}", kind=kind) from None
+        lead = {"corrupt": "cannot read the image: it is", "unsupported_format": "unsupported image format: it is",
+                "empty": "not an image: it is"}.get(kind, "not an image: it looks like")
+        raise ImageDecodeError(f"{lead} {what}", kind=kind) from None
     except MemoryError:
         raise ImageDecodeError("not enough memory to open this image", kind="too_large") from None
     except Exception as e:  # noqa: BLE001 - plugins raise many exception types on hostile headers
