@@ -386,12 +386,17 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 
 # ---- the eval transform ------------------------------------------------------------------------------
 
+#: resize the whole image when the result is at most this many times the crop's pixels, else only the crop's box
+_FULL_RESIZE_FACTOR = 16
+
+
 def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Resize the shorter side to ``cfg.resize_shorter`` and centre-crop ``cfg.input_size``.
 
-    Only the source region that ends up in the crop is resampled (``Image.resize(box=...)``), which is
-    the same mapping as resizing the whole image and then cropping, without allocating the resized
-    whole: a 1x100000 strip costs as little as a square photo. Always returns exactly ``input_size``.
+    Always returns exactly ``input_size``. When the resized whole would be much larger than the crop (an
+    extreme aspect ratio: a 1x100000 strip would become 36x3.6 million pixels), only the source region that
+    ends up in the crop is resampled (``Image.resize(box=...)``): the same mapping, without the huge
+    intermediate (pixel values may differ slightly from resize-then-crop through rounding).
     """
     out_h, out_w = cfg.input_size
     w, h = img.size
@@ -406,6 +411,11 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
         if (left, top, out_w, out_h) == (0, 0, w, h):
             return img
         return img.crop((left, top, left + out_w, top + out_h))
+    if target_w * target_h <= _FULL_RESIZE_FACTOR * out_w * out_h:
+        img = img.resize((target_w, target_h), INTERPOLATIONS[cfg.interpolation])
+        if (left, top, out_w, out_h) != (0, 0, target_w, target_h):
+            img = img.crop((left, top, left + out_w, top + out_h))
+        return img
     sx, sy = w / target_w, h / target_h
     box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
     return img.resize((out_w, out_h), INTERPOLATIONS[cfg.interpolation], box=box)
