@@ -144,9 +144,9 @@ def _input_name(item: Any, index: Optional[int] = None) -> str:
     return f"<{type(item).__name__}{at}>"
 
 
-def _unsupported(item: Any) -> str:
-    return (f"unsupported input type {type(item).__name__}: pass a path, bytes, a PIL.Image.Image or an HxWx3 "
-            "uint8 numpy array")
+def _unsupported(item: Any, where: str = "") -> str:
+    return (f"unsupported input type {type(item).__name__}{where}: pass a path, bytes, a PIL.Image.Image or an "
+            "HxWx3 uint8 numpy array")
 
 
 _Error = Optional[Tuple[str, str]]  # (message, kind) or None
@@ -305,7 +305,7 @@ class Model:
         for i, item in enumerate(items):
             if not isinstance(item, INPUT_TYPES):
                 where = "" if single else f" at position {i}"
-                raise TypeError(_unsupported(item) + where)
+                raise TypeError(_unsupported(item, where))
         names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
         results = list(self.predict_iter(items, batch_size=batch_size, workers=workers, names=names))
         return results[0] if single else results
