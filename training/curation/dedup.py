@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "wildlife-vision/dedup/v1"
 DEFAULT_THRESHOLD = 10          # of 64 bits, on the best window pair
-DEFAULT_VERIFY_THRESHOLD = 48   # of 256 bits, on a window pair within the threshold
+DEFAULT_VERIFY_THRESHOLD = 40   # of 256 bits, on a window pair within the threshold
 DEFAULT_EMBEDDING_THRESHOLD = 0.95
 
 WINDOW_NAMES = ("whole", "centre90", "centre80", "corner-tl90", "corner-tr90", "corner-bl90", "corner-br90",

@@ -298,7 +298,7 @@ def scan_paths(paths: Sequence[str], workers: int = 1, progress: bool = False,
             todo.append(p)
     reused = len(done)
     if cached:
-        log.info("hash cache %s: %d of %d files reused", cache, reused, len(unique))
+        log.debug("hash cache %s: %d of %d files reused", cache, reused, len(unique))
     t0 = time.perf_counter()
     if todo:
         if workers and workers > 1 and len(todo) > 64:
