@@ -86,61 +86,70 @@ class UnionFind:
 
 # ---- pair search ------------------------------------------------------------------------------
 
-def _block_rows(n: int, target_elems: int = 4_000_000) -> int:
-    return int(max(8, min(2048, target_elems // max(n, 1))))
+ROW_BLOCK = 64      # rows of a block: with COL_BLOCK, the work arrays stay in the CPU cache (2 MB + 2 x 256 kB)
+COL_BLOCK = 4096
 
 
-def _search_block(p64: np.ndarray, a0: int, a1: int, threshold: int, combos) -> Tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs (a, b), a0 <= a < a1, a < b, with min over ``combos`` of the 64-bit distance <= threshold."""
+def _search_rows(p64: np.ndarray, pT: np.ndarray, a0: int, a1: int, threshold: int, combos,
+                 col_block: int = COL_BLOCK) -> Tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (a, b) with a0 <= a < a1 and a < b whose smallest 64-bit distance over ``combos`` is <= threshold."""
     n = p64.shape[0]
     rows = p64[a0:a1]
-    cols = p64[a0:]
-    best = None
-    x = np.empty((a1 - a0, n - a0), dtype=np.uint64)
-    c = np.empty((a1 - a0, n - a0), dtype=np.uint8)
-    for i, j in combos:
-        np.bitwise_xor(rows[:, i, None], cols[None, :, j], out=x)
-        if hasattr(np, "bitwise_count"):
-            np.bitwise_count(x, out=c)
-        else:
-            c[...] = popcount(x)
-        if best is None:
-            best = c.copy()
-        else:
-            np.minimum(best, c, out=best)
-    mask = best <= threshold
-    # keep the strict upper triangle: column index (a0 + k) > row index (a0 + r)
-    r = np.arange(a1 - a0)[:, None]
-    k = np.arange(n - a0)[None, :]
-    mask &= k > r
-    ra, kb = np.nonzero(mask)
-    return (ra + a0).astype(np.int64), (kb + a0).astype(np.int64)
+    r = a1 - a0
+    x = np.empty((r, col_block), dtype=np.uint64)
+    c = np.empty((r, col_block), dtype=np.uint8)
+    best = np.empty((r, col_block), dtype=np.uint8)
+    has_bc = hasattr(np, "bitwise_count")
+    out_a: List[np.ndarray] = []
+    out_b: List[np.ndarray] = []
+    for b0 in range(a0, n, col_block):
+        b1 = min(n, b0 + col_block)
+        m = b1 - b0
+        xv, cv, bv = x[:, :m], c[:, :m], best[:, :m]
+        for k, (i, j) in enumerate(combos):
+            np.bitwise_xor(rows[:, i, None], pT[j, None, b0:b1], out=xv)
+            target = bv if k == 0 else cv
+            if has_bc:
+                np.bitwise_count(xv, out=target)
+            else:
+                target[...] = popcount(xv)
+            if k:
+                np.minimum(bv, cv, out=bv)
+        mask = bv <= threshold
+        if b0 < a1:  # the block touches the diagonal: keep the strict upper triangle only
+            mask &= (np.arange(b0, b1)[None, :] > np.arange(a0, a1)[:, None])
+        if mask.any():
+            ra, kb = np.nonzero(mask)
+            out_a.append(ra + a0)
+            out_b.append(kb + b0)
+    if not out_a:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
 
 
 def candidate_pairs(p64: np.ndarray, threshold: int = DEFAULT_THRESHOLD, workers: int = 1,
-                    combos=COMBOS, progress: bool = False, block: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                    combos=COMBOS, progress: bool = False, block: int = ROW_BLOCK) -> Tuple[np.ndarray, np.ndarray]:
     """All pairs (a < b) of rows of ``p64`` (n, windows) whose best window-pair distance is <= ``threshold``."""
     p64 = np.ascontiguousarray(p64, dtype=np.uint64)
     n = p64.shape[0]
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    b = block or _block_rows(n)
-    starts = list(range(0, n, b))
-    tasks = [(s, min(n, s + b)) for s in starts]
+    pT = np.ascontiguousarray(p64.T)  # (windows, n): each window's hashes contiguous
+    tasks = [(s, min(n, s + block)) for s in range(0, n, block)]
     out_a: List[np.ndarray] = []
     out_b: List[np.ndarray] = []
     if workers and workers > 1:
         with ThreadPoolExecutor(max_workers=int(workers)) as pool:
-            futs = [pool.submit(_search_block, p64, s, e, threshold, combos) for s, e in tasks]
+            futs = [pool.submit(_search_rows, p64, pT, s, e, threshold, combos) for s, e in tasks]
             for f in progress_bar(futs, len(futs), "pair search", progress, unit="block"):
-                a, bb = f.result()
+                a, b = f.result()
                 out_a.append(a)
-                out_b.append(bb)
+                out_b.append(b)
     else:
         for s, e in progress_bar(tasks, len(tasks), "pair search", progress, unit="block"):
-            a, bb = _search_block(p64, s, e, threshold, combos)
+            a, b = _search_rows(p64, pT, s, e, threshold, combos)
             out_a.append(a)
-            out_b.append(bb)
+            out_b.append(b)
     return np.concatenate(out_a), np.concatenate(out_b)
 
 
