@@ -466,9 +466,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_MODEL
     digest = hashlib.sha256(data).hexdigest()
     if args.json:
-        print(json.dumps({"path": os.path.abspath(path), "size_bytes": len(data), "sha256": digest,
-                          "metadata": meta.to_dict()}, indent=2, sort_keys=False))
-        return EXIT_OK
+        return _print_out(json.dumps({"path": os.path.abspath(path), "size_bytes": len(data), "sha256": digest,
+                                      "metadata": meta.to_dict()}, indent=2, sort_keys=False))
     pre = meta.preprocess
     lines = [
         f"model:        {meta.name} {meta.model_version}",
@@ -497,7 +496,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     for title, block in (("calibration", meta.calibration), ("training", meta.training), ("metrics", meta.metrics)):
         lines.append(f"{title}:" + ("" if block else " -"))
         lines.extend(_tree(block, "  "))
-    print("\n".join(lines))
+    return _print_out("\n".join(lines))
+
+
+def _print_out(text: str) -> int:
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `wildlife-vision info | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
+        except OSError:
+            pass
+        return EXIT_FAILURE
     return EXIT_OK
 
 
