@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -206,6 +206,25 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, 
     model.load_state_dict(mapped, strict=False)
     log.info("loaded %d tensors from %s (mapped in order onto timm names)", len(mapped), source)
     return len(mapped)
+
+
+def init_head(model: nn.Module, positive_rate: Optional[Sequence[float]] = None, std: float = 0.01) -> None:
+    """Small classifier weights, and biases at the labels' prior log-odds when ``positive_rate`` is given.
+
+    timm's default head init is scaled for 1000 classes; with a handful of labels it starts with logits in the
+    tens, and the first epochs are spent undoing that. Starting near the prior makes fine-tuning stable.
+    """
+    head = model.get_classifier()
+    if not isinstance(head, nn.Linear):
+        return
+    with torch.no_grad():
+        nn.init.normal_(head.weight, std=std)
+        if head.bias is not None:
+            if positive_rate is None:
+                head.bias.zero_()
+            else:
+                p = torch.tensor([min(max(float(r), 0.01), 0.99) for r in positive_rate], dtype=head.bias.dtype)
+                head.bias.copy_(torch.log(p / (1 - p)))
 
 
 def preprocess_config_for(model: nn.Module, image_size: int, crop_pct: Optional[float] = None,

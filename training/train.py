@@ -28,7 +28,7 @@ from torch import nn
 from wildlife_vision._version import __version__
 from wildlife_vision.preprocess import PreprocessConfig
 
-from .backbones import PretrainedInfo, create_backbone, preprocess_config_for
+from .backbones import PretrainedInfo, create_backbone, init_head, preprocess_config_for
 from .calibrate import calibrate
 from .config import TrainConfig
 from .data import EpochSampler, ImageDataset, make_loader
@@ -236,6 +236,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
                                       cfg.model.drop_path_rate)
     if ckpt is not None:
         pre_info = PretrainedInfo(**ckpt["pretrained"])
+    else:
+        init_head(model, [train_counts[lab] / len(train_samples) for lab in labels])
     log.info("backbone %s, pretrained: %s (%s)", cfg.model.name, pre_info.source, pre_info.detail)
     pre_cfg = preprocess_config_for(model, cfg.data.image_size, cfg.data.crop_pct, cfg.data.interpolation)
     model.to(device)
