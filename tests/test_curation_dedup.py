@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from curation_photos import NEAR_COPIES, scene, write_scene
+from training.curation.synthetic import NEAR_COPIES, scene, write_scene
 from training.curation.dedup import (SCHEMA, DedupParams, candidate_pairs, embedding_pairs, find_duplicates,
                                      verify_pairs)
 from training.curation.hashing import dct_matrix, hash_image, phash64, scan_file, scan_paths

@@ -1,4 +1,4 @@
-"""Generated photos and near-copies for the curation tests (no real data needed)."""
+"""Generated photos and near-copies (resized, recompressed, cropped, watermarked) for tests and recall benchmarks."""
 
 from __future__ import annotations
 
