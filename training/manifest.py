@@ -189,7 +189,7 @@ def read_manifest(source: os.PathLike | str, labels: Optional[Sequence[str]] = N
                                          "or a folder with one sub-folder per label")
         raise ManifestError(report)
 
-    report.rows = len(samples)
+    report.rows = report.rows or len(samples)
     resolved = _check_labels(samples, labels, report)
     samples = _drop_duplicates(samples, report)
     if check_images:
@@ -265,10 +265,12 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
         except csv.Error as e:
             line = reader.line_num
             report.error("csv syntax", str(e), line=line)
+            report.rows += 1
             continue
         line = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
+        report.rows += 1
         if line in bad_lines:
             continue  # already reported as an encoding error
         if len(row) != len(header):
