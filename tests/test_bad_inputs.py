@@ -383,6 +383,11 @@ def _bad_model(tmp_path: Path, case: str) -> Path:
         p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 1234\n")
     elif case == "empty":
         p.write_bytes(b"")
+    elif case == "pytorch_checkpoint":
+        import zipfile
+
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     elif case == "truncated_half":
         data = good.read_bytes()
         p.write_bytes(data[: len(data) // 2])
@@ -414,6 +419,7 @@ MODEL_CASES = {
     "html_page": (ModelLoadError, ["not an ONNX model", "HTML"]),
     "lfs_pointer": (ModelLoadError, ["Git LFS", "git lfs pull"]),
     "empty": (ModelLoadError, ["empty"]),
+    "pytorch_checkpoint": (ModelLoadError, ["not an ONNX model", "ZIP", "export"]),
     "truncated_half": (ModelLoadError, ["truncated"]),
     "truncated_minus_1": (ModelLoadError, ["truncated"]),
     "no_metadata": (MetadataError, ["no 'wildlife_vision' metadata", "export"]),
@@ -462,3 +468,14 @@ def test_symbolic_output_width_is_checked_with_a_probe(tmp_path):
     onnx.save(m, str(path))
     with pytest.raises(ModelLoadError, match="outputs 3 scores"):
         wv.load_model(path)
+
+
+def test_a_download_cut_at_any_byte_is_refused(tmp_path):
+    data = make_tiny_model(tmp_path / "good.onnx").read_bytes()
+    p = tmp_path / "cut.onnx"
+    for n in range(1, len(data)):
+        p.write_bytes(data[:n])
+        with pytest.raises(ModelLoadError) as info:
+            wv.load_model(p)
+        msg = str(info.value)
+        assert "truncated" in msg or "not an ONNX model" in msg, (n, msg)

@@ -149,7 +149,7 @@ def read_onnx_metadata(props: Mapping[str, str], source: str = "model") -> Model
         raise MetadataError(
             f"{source} has no '{METADATA_KEY}' metadata: it was not exported by `wildlife-vision export`. "
             "Export it with `wildlife-vision export RUN_DIR --output MODEL.onnx`, which writes labels, thresholds "
-            "and preprocessing into the file"
+            "and preprocessing into the file (if this file was exported that way, it is truncated: fetch it again)"
         )
     return ModelMetadata.from_json(props[METADATA_KEY])
 
@@ -210,7 +210,7 @@ def scan_onnx(data: bytes, source: str = "model") -> Dict[str, str]:
     if size == 0:
         raise ModelLoadError(f"{source} is empty (0 bytes): the download or copy failed; fetch the model again")
     props: Dict[str, str] = {}
-    seen_graph = False
+    seen_graph = seen_opset = False
     pos = 0
     first = True
     while pos < size:
@@ -248,12 +248,15 @@ def scan_onnx(data: bytes, source: str = "model") -> Dict[str, str]:
                 "copy. Fetch the model again and compare its size")
         if number == 7 and wire == 2:
             seen_graph = True
+        elif number == 8 and wire == 2:
+            seen_opset = True
         elif number == 14 and wire == 2:
             k, v = _string_entry(data[pos:end])
             props[k] = v
         pos = end
-    if not seen_graph:
-        raise ModelLoadError(f"{source} has no graph: a truncated download or not an ONNX model; fetch it again")
+    if not seen_graph or not seen_opset:
+        raise ModelLoadError(f"{source} has no {'graph' if not seen_graph else 'opset_import'}: it is truncated "
+                             f"({size:,} bytes; an incomplete download or copy) or not an ONNX model; fetch it again")
     return props
 
 
