@@ -304,7 +304,7 @@ def cmd_ls_import(args) -> int:
         return _err("labelstudio-import", f"{args.output} exists; pass --force to replace it")
     try:
         res = import_labelstudio(args.export, args.output, image_root=args.image_root,
-                                 labels=_parse_by(args.labels) or None, policy=args.policy,
+                                 labels=_parse_by([args.labels] if args.labels else None) or None, policy=args.policy,
                                  label_map=_parse_map(args.map, "--map"), none_choices=args.none_choice or (),
                                  from_name=args.from_name, image_key=args.image_key,
                                  strip_prefixes=args.strip_prefix or (), empty_means_none=args.empty_means_none)
