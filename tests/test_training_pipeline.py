@@ -1,0 +1,223 @@
+"""Smoke test of the whole path on generated photos: train -> run folder -> resume -> export -> onnxruntime.
+
+Tiny random-init timm model (test_efficientnet) at 32 px; photo colours depend on the labels so there is
+something to learn. The whole module runs in well under a minute on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("albumentations")
+
+from helpers import make_photo  # noqa: E402
+
+COLOURS = {"ivory": (235, 225, 200), "live_animal": (40, 160, 60), "": (40, 60, 200),
+           "ivory;live_animal": (150, 200, 120)}
+
+
+def write_synthetic_manifest(root: Path, n_train: int = 12, n_val: int = 6, corrupt: int = 0) -> Path:
+    """A manifest whose photo colours depend on the labels; ``corrupt`` extra training rows are broken JPEGs."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["image,labels,split,source"]
+    i = 0
+    for split, n in (("train", n_train), ("val", n_val)):
+        for labels, colour in COLOURS.items():
+            for k in range(n):
+                name = f"img/{split}_{i:04d}.jpg"
+                make_photo(i, (64, 48), color=colour).save(root / name, "JPEG", quality=90)
+                rows.append(f"{name},{labels},{split},{'shop-a' if k % 2 else 'shop-b'}")
+                i += 1
+    for k in range(corrupt):
+        name = f"img/corrupt_{k}.jpg"
+        good = (root / "img" / "train_0000.jpg").read_bytes()
+        (root / name).write_bytes(good[: len(good) // 3])  # truncated JPEG
+        rows.append(f"{name},ivory,train,shop-a")
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return manifest
+
+
+def train_args(manifest: Path, out: Path, *extra: str):
+    return ["--data", str(manifest), "--model", "test_efficientnet", "--pretrained", "none", "--image-size", "32",
+            "--batch-size", "12", "--workers", "0", "--lr", "3e-3", "--warmup-epochs", "0.2",
+            "--calibrate-precision", "0.9", "--output", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_synthetic_manifest(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth, tmp_path_factory):
+    from training.train import main
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    t0 = time.time()
+    assert main(train_args(synth, out, "--epochs", "3")) == 0
+    assert time.time() - t0 < 60
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    from training.export import export_run
+
+    out = tmp_path_factory.mktemp("export") / "model.onnx"
+    result = export_run(run_dir, out, int8=True, name="synthetic", version="0.1.0", calib_images=24)
+    return result
+
+
+def test_run_folder_holds_everything(run_dir):
+    from training.config import TrainConfig
+    from training.train import CHECKPOINT_FORMAT
+
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt", "calibration.json",
+                 "eval/report.json", "eval/report.md", "eval/pr_curves.png", "eval/confusion.png"):
+        assert (run_dir / name).is_file(), name
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(e["train_images_per_sec"] > 0 and e["train_images"] > 0 for e in epochs)
+    cfg = TrainConfig.load_yaml(run_dir / "config.yaml")
+    assert cfg.data.labels == ("ivory", "live_animal") and cfg.model.name == "test_efficientnet"
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run_dir / name, map_location="cpu", weights_only=True)
+        assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["labels"] == ["ivory", "live_animal"]
+        assert len(ckpt["manifest_sha256"]) == 64
+    cal = json.loads((run_dir / "calibration.json").read_text())
+    for lab, (low, high) in cal["review_bands"].items():
+        assert 0 <= low <= high == cal["thresholds"][lab] <= 1
+    assert "epoch 3/3" in (run_dir / "train.log").read_text()
+
+
+def test_it_learns_the_colours(run_dir):
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert report["macro"]["ap"] > 0.8
+    assert set(report["slices"]["source"]) == {"shop-a", "shop-b"}
+
+
+def test_resume_continues_and_extends(run_dir, tmp_path):
+    from training.train import main
+
+    copy = tmp_path / "resumed"
+    shutil.copytree(run_dir, copy)
+    assert main(["--resume", "--output", str(copy), "--epochs", "4", "--workers", "0"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    assert torch.load(copy / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_export_graph_and_metadata(exported, run_dir):
+    import onnx
+
+    from wildlife_vision import load_model
+    from wildlife_vision.metadata import METADATA_KEY, ModelMetadata
+
+    proto = onnx.load(str(exported.path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (inp,) = proto.graph.input
+    assert inp.name == "pixel_values"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    assert [o.name for o in proto.graph.output] == ["scores", "embedding"]
+    for out in proto.graph.output:
+        d = out.type.tensor_type.shape.dim
+        assert d[0].dim_param and d[1].dim_value > 0
+    meta = ModelMetadata.from_json({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
+    assert meta.labels == ("ivory", "live_animal") and meta.name == "synthetic" and meta.model_version == "0.1.0"
+    assert meta.backbone == "test_efficientnet" and meta.package_version and meta.created
+    assert len(meta.training["manifest_sha256"]) == 64 and len(meta.training["config_sha256"]) == 64
+    assert meta.training["seed"] == 42 and meta.training["train_images"] == 48
+    assert meta.metrics["macro"]["ap"] is not None and meta.calibration["target"] == "precision"
+    cal = json.loads((run_dir / "calibration.json").read_text())
+    assert dict(meta.thresholds) == pytest.approx(cal["thresholds"])
+    assert exported.check["passed"] and max(exported.check["max_abs_diff"].values()) <= 1e-4
+    model = load_model(exported.path)
+    assert model.labels == ("ivory", "live_animal")
+
+
+def test_numpy_preprocessing_and_exported_model_agree(exported, run_dir, synth):
+    """torch on wildlife_vision.preprocess() == onnxruntime on it == load_model(exported).predict(path)."""
+    import onnxruntime as ort
+
+    from training.backbones import ScoresAndEmbedding
+    from training.train import build_model_from_checkpoint, load_checkpoint
+    from wildlife_vision import load_model
+    from wildlife_vision.preprocess import preprocess
+
+    model, pre_cfg = build_model_from_checkpoint(load_checkpoint(run_dir / "best.pt"))
+    lib = load_model(exported.path)
+    assert lib.preprocess_config == pre_cfg
+    paths = sorted((synth.parent / "img").glob("val_*.jpg"))[:5]
+    batch = np.stack([preprocess(p, pre_cfg) for p in paths])
+    with torch.no_grad():
+        ref_scores, ref_emb = (t.numpy() for t in ScoresAndEmbedding(model)(torch.from_numpy(batch)))
+    sess = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    got_scores, got_emb = sess.run(["scores", "embedding"], {"pixel_values": batch})
+    assert np.abs(got_scores - ref_scores).max() <= 1e-4
+    assert np.abs(got_emb - ref_emb).max() <= 1e-4
+    preds = lib.predict([str(p) for p in paths])
+    lib_scores = np.array([[p.scores[lab] for lab in lib.labels] for p in preds])
+    assert np.abs(lib_scores - ref_scores).max() <= 1e-4
+
+
+def test_int8_model_and_ap_change(exported):
+    from wildlife_vision import load_model
+
+    assert exported.int8_path.is_file()
+    int8 = load_model(exported.int8_path)
+    assert int8.labels == ("ivory", "live_animal")
+    assert "int8_vs_fp32" in int8.metadata.metrics
+    table = exported.int8
+    assert set(table["per_label"]) == {"ivory", "live_animal"}
+    assert table["macro"]["change"] is not None and abs(table["macro"]["change"]) < 0.5
+    record = json.loads(exported.path.with_name("model.export.json").read_text())
+    assert record["check"]["passed"]
+
+
+def test_evaluate_command_on_the_exported_model(exported, synth, tmp_path, capsys):
+    from wildlife_vision.cli import main
+
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(exported.path), "--data", str(synth), "--split", "val",
+                 "--slice-by", "source", "--output", str(out)]) == 0
+    for name in ("report.json", "report.md", "pr_curves.png", "confusion.png"):
+        assert (out / name).is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_images"] == 24 and report["split"] == "val"
+    assert "macro AP" in capsys.readouterr().out
+
+
+def test_corrupt_image_met_during_training_is_skipped_and_counted(tmp_path, monkeypatch):
+    import training.train as train_mod
+
+    manifest = write_synthetic_manifest(tmp_path / "data", n_train=4, n_val=2, corrupt=2)
+    real = train_mod.read_manifest
+    # the up-front validation would refuse these rows; simulate files that break after validation
+    monkeypatch.setattr(train_mod, "read_manifest", lambda *a, **k: real(*a, **{**k, "check_images": False}))
+    out = tmp_path / "run"
+    assert train_mod.main(train_args(manifest, out, "--epochs", "1")) == 0
+    (epoch,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epoch["train_skipped"] == 2
+    assert "skipping unreadable image" in (out / "train.log").read_text()
+
+
+def test_invalid_manifest_gives_one_report_and_exit_code_1(tmp_path, capsys):
+    from wildlife_vision.cli import main
+
+    (tmp_path / "m.csv").write_text("image,labels\nmissing.jpg,ivory\nalso_missing.jpg,dragon\n")
+    code = main(["train", "--data", str(tmp_path / "m.csv"), "--model", "test_efficientnet", "--pretrained", "none",
+                 "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "missing file" in err and "unknown label" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "best.pt").exists()
