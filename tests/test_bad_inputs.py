@@ -263,6 +263,14 @@ def test_decompression_bomb_is_refused_without_allocating_its_pixels(tmp_path):
     assert seconds < 1.0
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_lazily_opened_pil_image_gets_the_same_limit():
+    lazy = Image.open(io.BytesIO(png_claiming(10_000, 10_000)))
+    with pytest.raises(ImageDecodeError) as info:
+        pp.load_image(lazy)
+    assert info.value.kind == "too_large"
+
+
 def test_bomb_refusal_leaves_pillow_global_limit_and_warning_filters_alone():
     import warnings
 

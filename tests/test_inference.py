@@ -151,6 +151,10 @@ def test_predict_rejects_unsupported_types_before_scoring_anything(model, photos
         model.predict(42)
     with pytest.raises(TypeError, match=r"dict at position 1"):
         model.predict([photos[0], {"url": "x"}])
+    with pytest.raises(TypeError, match="dict"):
+        model.predict({"url": photos[0]})  # not a list of its keys
+    with open(photos[0], "rb") as f, pytest.raises(TypeError, match="BufferedReader"):
+        model.predict(f)  # not a list of its lines
 
 
 def test_predict_iter_reports_unsupported_types_as_that_inputs_error(model, photos):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -9,7 +10,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -128,7 +129,7 @@ def _choose_providers(requested: Optional[Sequence[str]]) -> List[str]:
 
 
 def _is_single(x: Any) -> bool:
-    return isinstance(x, INPUT_TYPES) or not isinstance(x, Iterable)
+    return isinstance(x, INPUT_TYPES) or not isinstance(x, Iterable) or isinstance(x, (Mapping, io.IOBase))
 
 
 def _input_name(item: Any, index: Optional[int] = None) -> str:

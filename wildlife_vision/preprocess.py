@@ -254,6 +254,8 @@ def load_image(source: ImageInput, cfg: PreprocessConfig | None = None) -> Image
     if isinstance(source, Image.Image):
         try:
             _check_size_nonzero(source)
+            if getattr(source, "tile", None):  # opened lazily (Image.open) and not decoded yet: same limit as files
+                _check_pixels(source.size, getattr(source, "format", None))
             return _to_rgb(_upright(source))
         except ImageDecodeError:
             raise
