@@ -1,0 +1,75 @@
+"""Evaluation reports (torch-free): slices, Markdown, plots, and ONNX evaluation with the tiny helper model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import make_photo, make_tiny_model
+from training.evaluate import build_report, default_slice_columns, evaluate_onnx, select_split, summary, write_report
+from training.manifest import Sample
+
+LABELS = ["ivory", "live_animal"]
+
+
+def _samples(n):
+    return [Sample(path=f"/x/{i}.jpg", image=f"{i}.jpg", labels=(), split="val",
+                   extra={"source": "a" if i % 2 else "b", "origin": f"o{i}"}) for i in range(n)]
+
+
+def test_report_slices_by_column_and_is_json():
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    s = np.array([[0.9, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.1]], dtype=np.float32)
+    samples = _samples(4)
+    rep = build_report(y, s, LABELS, {"ivory": 0.5, "live_animal": 0.5}, samples, ["source"], {"split": "val"})
+    assert set(rep["slices"]["source"]) == {"a", "b"}
+    a = rep["slices"]["source"]["a"]  # rows 1 and 3
+    assert a["n_images"] == 2 and a["per_class"]["ivory"]["support"] == 0 and a["per_class"]["ivory"]["ap"] is None
+    json.dumps(rep, allow_nan=False)
+    small = summary(rep)
+    assert small["split"] == "val" and set(small["per_class"]["ivory"]) >= {"ap", "precision", "recall", "support"}
+
+
+def test_default_slice_columns_skip_unique_ids():
+    samples = _samples(30)
+    assert default_slice_columns(samples, ["source", "origin"]) == ["source"]
+
+
+def test_write_report_files(tmp_path):
+    rng = np.random.default_rng(0)
+    y = (rng.random((20, 2)) > 0.5).astype(np.float32)
+    s = np.clip(y * 0.6 + rng.random((20, 2)) * 0.4, 0, 1)
+    rep = build_report(y, s, LABELS, {"ivory": 0.5, "live_animal": 0.5}, _samples(20), ["source"])
+    write_report(rep, y, s, tmp_path)
+    for name in ("report.json", "report.md", "pr_curves.png", "confusion.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| ivory |" in md and "*macro*" in md and "## By `source`" in md
+
+
+def test_select_split_explains_missing_split():
+    with pytest.raises(ValueError, match="--split all"):
+        select_split(_samples(3), "test")
+    assert len(select_split(_samples(3), "all")) == 3
+
+
+def test_evaluate_onnx_with_the_tiny_model(tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    (tmp_path / "img").mkdir()
+    rows = ["image,labels,split,source"]
+    for i in range(12):
+        make_photo(i, (48, 40)).save(tmp_path / "img" / f"{i}.jpg")
+        rows.append(f"img/{i}.jpg,{'ivory' if i % 3 == 0 else 'live_animal' if i % 3 == 1 else ''},val,"
+                    f"{'a' if i < 6 else 'b'}")
+    (tmp_path / "img" / "bad.jpg").write_bytes(b"not a jpeg")
+    rows.append("img/bad.jpg,,val,a")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    rep = evaluate_onnx(model, tmp_path / "m.csv", tmp_path / "out", split="val")
+    assert rep["n_images"] == 12 and rep["skipped_images"] == 1
+    assert rep["labels"] == LABELS and "source" in rep["slices"]
+    assert rep["per_class"]["ivory"]["support"] == 4
+    assert (tmp_path / "out" / "report.md").is_file()
+    with pytest.raises(ValueError, match="not in the manifest"):
+        evaluate_onnx(model, tmp_path / "m.csv", tmp_path / "out2", slice_by=["platform"])
