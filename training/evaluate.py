@@ -109,11 +109,15 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     for col, groups in report.get("slices", {}).items():
         labels = report["labels"]
         lines += ["", f"## By `{col}`", "",
-                  "| " + col + " | images | macro AP | " + " | ".join(f"{lab} support / recall / AP" for lab in labels)
+                  "| " + col + " | images | macro AP | "
+                  + " | ".join(f"{lab}: positives / recall / AP / false positives" for lab in labels)
                   + " |", "|---|---:|---:|" + "---:|" * len(labels)]
         for value, g in groups.items():
-            cells = [f"{g['per_class'][lab]['support']} / {_fmt(g['per_class'][lab]['recall'])} / "
-                     f"{_fmt(g['per_class'][lab]['ap'])}" for lab in labels]
+            cells = []
+            for lab in labels:
+                c = g["per_class"][lab]
+                recall = _fmt(c["recall"]) if c["support"] else "–"
+                cells.append(f"{c['support']} / {recall} / {_fmt(c['ap'])} / {c['fp']} of {c['fp'] + c['tn']}")
             lines.append(f"| {value or '(empty)'} | {g['n_images']} | {_fmt(g['macro']['ap'])} | "
                          + " | ".join(cells) + " |")
     lines += ["", "![PR curves](pr_curves.png)", "", "![Confusion](confusion.png)", ""]

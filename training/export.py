@@ -191,9 +191,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calib_batch: np.ndarray, met
         except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; quantise the plain graph
             log.warning("quantisation pre-processing failed (%s); quantising the exported graph as is", e)
             source = fp32_path
-        quantize_static(str(source), str(raw_path), _CalibrationReader(calib_batch), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        logging.disable(logging.INFO)  # onnxruntime.quantization logs one INFO line per rescaled bias on root
+        try:
+            quantize_static(str(source), str(raw_path), _CalibrationReader(calib_batch),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        finally:
+            logging.disable(logging.NOTSET)
         model = onnx.load(str(raw_path))
         del model.metadata_props[:]
         entry = model.metadata_props.add()
