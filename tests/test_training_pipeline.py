@@ -221,3 +221,18 @@ def test_invalid_manifest_gives_one_report_and_exit_code_1(tmp_path, capsys):
     assert code == 1
     assert "missing file" in err and "unknown label" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_checkpoint_and_exported_model_evaluate_alike(exported, run_dir, synth, tmp_path):
+    from training.evaluate import evaluate_model
+
+    torch_report = evaluate_model(run_dir, synth, tmp_path / "pt", workers=0)
+    onnx_report = evaluate_model(exported.path, synth, tmp_path / "onnx")
+    assert torch_report["macro"]["ap"] == pytest.approx(onnx_report["macro"]["ap"], abs=1e-6)
+    for lab in ("ivory", "live_animal"):
+        a, b = torch_report["per_class"][lab], onnx_report["per_class"][lab]
+        assert (a["tp"], a["fp"], a["fn"], a["tn"]) == (b["tp"], b["fp"], b["fn"], b["tn"])
+        assert a["threshold"] == pytest.approx(b["threshold"])
+    # and both equal what training wrote for its best checkpoint
+    train_report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert train_report["macro"]["ap"] == pytest.approx(onnx_report["macro"]["ap"], abs=1e-6)

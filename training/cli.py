@@ -207,15 +207,19 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    require_extra("train", "matplotlib")
+    model = Path(args.model)
+    if model.is_dir() or model.suffix == ".pt":
+        require_extra("train", "torch", "timm", "matplotlib")
+    else:
+        require_extra("train", "matplotlib")
     from wildlife_vision.errors import ModelLoadError
 
-    from .evaluate import evaluate_onnx, to_markdown
+    from .evaluate import evaluate_model
     from .manifest import ManifestError
 
     try:
-        report = evaluate_onnx(Path(args.model), Path(args.data), Path(args.output), split=args.split,
-                               slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers)
+        report = evaluate_model(model, Path(args.data), Path(args.output), split=args.split,
+                                slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_FAILURE
@@ -269,7 +273,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example:\n  wildlife-vision evaluate --model model.onnx --data manifest.csv --split val "
                "--output reports/val",
         formatter_class=_Formatter)
-    p.add_argument("--model", required=True, metavar="MODEL.onnx", help="model exported by `wildlife-vision export`")
+    p.add_argument("--model", required=True, metavar="MODEL.onnx",
+                   help="model exported by `wildlife-vision export` (scored exactly as wildlife_vision.load_model "
+                        "does, at its own thresholds); a training RUN_DIR or .pt checkpoint also works (torch, "
+                        "thresholds from the run's calibration.json)")
     p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV or folder-per-label tree")
     p.add_argument("--split", default="val", help="manifest split to evaluate (train, val, test), or 'all'")
     p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR", help="folder for the report (created)")

@@ -90,7 +90,7 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(report: Mapping[str, Any]) -> str:
-    lines = [f"# Evaluation report", ""]
+    lines = ["# Evaluation report", ""]
     for key in ("model", "manifest", "split"):
         if report.get(key):
             lines.append(f"- **{key}**: `{report[key]}`")
@@ -212,26 +212,74 @@ def score_onnx(model: Any, samples: Sequence[Sample], batch_size: int = 32, work
     return scores, kept, skipped
 
 
-def evaluate_onnx(model_path: Path, manifest: Path, output: Path, split: str = "val",
-                  slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2
-                  ) -> Dict[str, Any]:
-    """Evaluate an exported model on one split of a manifest and write the report folder."""
-    from wildlife_vision import load_model
+def score_checkpoint(checkpoint: Path, samples: Sequence[Sample], batch_size: int = 32, workers: int = 2):
+    """Score samples with a training checkpoint (torch, CPU) on ``wildlife_vision.preprocess`` inputs.
 
-    model = load_model(model_path, batch_size=batch_size)
-    m = read_manifest(manifest, labels=model.labels, check_images=False)
+    Returns (scores, kept samples, n skipped, labels, thresholds from the run's calibration.json or 0.5).
+    """
+    import torch
+
+    from .data import ImageDataset, make_loader
+    from .train import build_model_from_checkpoint, load_checkpoint, predict
+
+    ckpt = load_checkpoint(checkpoint)
+    labels = list(ckpt["labels"])
+    model, cfg = build_model_from_checkpoint(ckpt)
+    model.to(memory_format=torch.channels_last)
+    loader = make_loader(ImageDataset(samples, labels, cfg), batch_size, workers, torch.device("cpu"))
+    scores, idx, skipped, _ = predict(model, loader, torch.device("cpu"), True, False)
+    cal_path = Path(checkpoint).parent / "calibration.json"
+    thresholds = (json.loads(cal_path.read_text(encoding="utf-8"))["thresholds"] if cal_path.is_file()
+                  else {lab: 0.5 for lab in labels})
+    return scores.reshape(len(idx), len(labels)), [samples[i] for i in idx], skipped, labels, thresholds
+
+
+def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = "val",
+                   slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2
+                   ) -> Dict[str, Any]:
+    """Evaluate a model on one split of a manifest and write the report folder.
+
+    ``model_path`` is an exported ``.onnx`` file (scored through ``wildlife_vision.load_model``, with its own
+    thresholds) or a training run folder / ``.pt`` checkpoint (scored with torch, thresholds from the run's
+    calibration.json).
+    """
+    model_path = Path(model_path)
+    is_checkpoint = model_path.is_dir() or model_path.suffix == ".pt"
+    if is_checkpoint:
+        ckpt_path = model_path / "best.pt" if model_path.is_dir() else model_path
+        from .train import load_checkpoint
+
+        labels = tuple(load_checkpoint(ckpt_path)["labels"])
+        info = {"model": str(ckpt_path), "model_name": "checkpoint", "model_version": ""}
+    else:
+        from wildlife_vision import load_model
+
+        model = load_model(model_path, batch_size=batch_size)
+        labels = model.labels
+        info = {"model": str(model_path), "model_name": model.name, "model_version": model.version}
+    m = read_manifest(manifest, labels=labels, check_images=False)
     samples = select_split(m.samples, split)
-    scores, kept, skipped = score_onnx(model, samples, batch_size=batch_size, workers=workers)
-    if not kept:
-        raise ValueError(f"none of the {len(samples)} image(s) in split '{split}' could be read")
-    y = targets_for(kept, model.labels)
-    cols = default_slice_columns(kept, m.columns) if slice_by is None else list(slice_by)
+    cols = default_slice_columns(samples, m.columns) if slice_by is None else list(slice_by)
     unknown = [c for c in cols if c not in m.columns]
     if unknown:
         raise ValueError(f"--slice-by column(s) {unknown} are not in the manifest (its extra columns: "
                          f"{', '.join(m.columns) or 'none'})")
-    info = {"model": str(model_path), "model_name": model.name, "model_version": model.version,
-            "manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": skipped}
-    report = build_report(y, scores, model.labels, model.thresholds, kept, cols, info)
+    if is_checkpoint:
+        scores, kept, skipped, _, thresholds = score_checkpoint(ckpt_path, samples, batch_size, workers)
+    else:
+        scores, kept, skipped = score_onnx(model, samples, batch_size=batch_size, workers=workers)
+        thresholds = model.thresholds
+    if not kept:
+        raise ValueError(f"none of the {len(samples)} image(s) in split '{split}' could be read")
+    y = targets_for(kept, labels)
+    info.update({"manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": skipped})
+    report = build_report(y, scores, labels, thresholds, kept, cols, info)
     write_report(report, y, scores, output)
     return report
+
+
+def evaluate_onnx(model_path: Path, manifest: Path, output: Path, split: str = "val",
+                  slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2
+                  ) -> Dict[str, Any]:
+    """Evaluate an exported ONNX model (see :func:`evaluate_model`)."""
+    return evaluate_model(model_path, manifest, output, split, slice_by, batch_size, workers)

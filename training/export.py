@@ -102,15 +102,6 @@ def _with_metadata(onnx_bytes: bytes, meta: ModelMetadata):
     return model
 
 
-def _session(path_or_bytes: Any):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def _preprocess_samples(samples: Sequence[Sample], cfg: PreprocessConfig, limit: int
                         ) -> Tuple[np.ndarray, List[Sample]]:
     """Up to ``limit`` decodable samples through ``wildlife_vision.preprocess`` -> (N, 3, H, W) float32."""
@@ -143,10 +134,9 @@ def check_against_torch(path: Path, wrapper: torch.nn.Module, batch: np.ndarray,
 
     with torch.no_grad():
         ref_s, ref_e = (t.numpy() for t in wrapper(torch.from_numpy(batch)))
-    session = _session(path)
-    got_s, got_e = _run_ort(session, batch, chunk=len(batch))
-    one_s, _ = _run_ort(session, batch[:1], chunk=1)
     lib = load_model(path)
+    got_s, got_e = _run_ort(lib.session, batch, chunk=len(batch))
+    one_s, _ = _run_ort(lib.session, batch[:1], chunk=1)
     preds = lib.predict(list(paths[:4]))
     lib_scores = np.array([[p.scores[lab] for lab in lib.labels] for p in preds], dtype=np.float32)
     diffs = {"scores": float(np.abs(got_s - ref_s).max()), "embedding": float(np.abs(got_e - ref_e).max()),
@@ -297,8 +287,10 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         quantize_int8(output, int8_path, calib_batch, int8_meta)
         val_batch, val_kept = _preprocess_samples(val, pre_cfg, len(val))
         y = targets_for(val_kept, labels)
-        fp32_scores, _ = _run_ort(_session(output), val_batch)
-        int8_scores, _ = _run_ort(_session(int8_path), val_batch)
+        from wildlife_vision import load_model
+
+        fp32_scores, _ = _run_ort(load_model(output).session, val_batch)
+        int8_scores, _ = _run_ort(load_model(int8_path).session, val_batch)
         table = _ap_table(y, fp32_scores, int8_scores, labels)
         table.update({"val_images": len(val_kept), "calibration_images": len(calib_kept),
                       "size_bytes_fp32": output.stat().st_size, "size_bytes_int8": int8_path.stat().st_size})

@@ -240,6 +240,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         init_head(model, [train_counts[lab] / len(train_samples) for lab in labels])
     log.info("backbone %s, pretrained: %s (%s)", cfg.model.name, pre_info.source, pre_info.detail)
     pre_cfg = preprocess_config_for(model, cfg.data.image_size, cfg.data.crop_pct, cfg.data.interpolation)
+    cfg = cfg.replace("data", crop_pct=pre_cfg.crop_pct, interpolation=pre_cfg.interpolation)  # resolved values
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -280,7 +281,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         best_metric, best_epoch = float(ckpt["best_metric"]), int(ckpt["best_epoch"])
         bad_epochs, global_step = int(ckpt["bad_epochs"]), int(ckpt["global_step"])
         torch.set_rng_state(ckpt["torch_rng"])
-        log.info("resuming after epoch %d (best macro-AP %.4f at epoch %d)", start_epoch, best_metric, best_epoch + 1)
+        log.info("resuming after epoch %d (best validation metric %.4f at epoch %d)", start_epoch, best_metric,
+                 best_epoch + 1)
 
     cfg.save_yaml(run_dir / "config.yaml")
     common = {
@@ -304,9 +306,11 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         sampler.set_epoch(epoch)
         model.train()
         t0 = time.time()
-        loss_sum, seen, skipped = 0.0, 0, 0
+        loss_sum, seen, skipped, data_wait = 0.0, 0, 0, 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+        t_wait = time.time()
         for batch in bar:
+            data_wait += time.time() - t_wait
             skipped += batch.skipped
             if batch.images.numel() == 0:
                 continue
@@ -334,6 +338,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
             loss_sum += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            t_wait = time.time()
         train_time = time.time() - t0
         ips = seen / train_time if train_time > 0 else 0.0
         ips_history.append(ips)
@@ -348,16 +353,19 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         y_val = val_ds.targets[idx]
         m_ap = macro_ap(y_val, scores) if len(idx) else None
         per_label_ap = {lab: average_precision(y_val[:, j], scores[:, j]) for j, lab in enumerate(labels)}
-        improved = m_ap is not None and m_ap > best_metric + 1e-6
+        # model selection on macro-AP; -loss only when AP is undefined (no validation positives at all)
+        metric = m_ap if m_ap is not None else (-val_loss if math.isfinite(val_loss) else None)
+        improved = metric is not None and (best_epoch < 0 or metric > best_metric + 1e-6)
         if improved:
-            best_metric, best_epoch, bad_epochs = float(m_ap), epoch, 0
-            _save({**common, "model": eval_model.state_dict(), "epoch": epoch, "val_macro_ap": best_metric},
+            best_metric, best_epoch, bad_epochs = float(metric), epoch, 0
+            _save({**common, "model": eval_model.state_dict(), "epoch": epoch, "val_macro_ap": m_ap},
                   run_dir / "best.pt")
         else:
             bad_epochs += 1
         record = {"epoch": epoch + 1, "frozen": frozen, "lr": scheduler.get_last_lr()[0],
                   "train_loss": loss_sum / max(seen, 1), "train_images": seen, "train_skipped": skipped,
                   "train_seconds": round(train_time, 2), "train_images_per_sec": round(ips, 2),
+                  "data_wait_seconds": round(data_wait, 2),
                   "val_loss": val_loss, "val_macro_ap": m_ap, "val_ap": per_label_ap, "val_images": int(len(idx)),
                   "val_skipped": val_skipped, "val_seconds": round(time.time() - t1, 2), "best": improved}
         with open(metrics_path, "a", encoding="utf-8") as f:
@@ -376,8 +384,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
             break
 
     if not (run_dir / "best.pt").exists():
-        raise RuntimeError("no checkpoint was saved: validation AP was never defined (do the val images have "
-                           "positives?)")
+        raise RuntimeError("no checkpoint was saved: no validation image could be scored")
     result = finalize(run_dir, cfg, val_samples, device, channels_last)
     result.images_per_sec = float(np.mean(ips_history)) if ips_history else 0.0
     result.skipped_images = total_skipped
