@@ -215,3 +215,10 @@ def test_real_data_duplicate_is_found(wildtrade_manifest, tmp_path):
     assert any(g["same_file"] and g["images"][0] == "images/met-museum/46f02f5032d09dc0.jpg" for g in exact)
     assert res.summary["decode_failures"] == 0
     assert res.summary["photos"] == len(m)
+
+
+def test_popcount_lookup_table_matches_bitwise_count():
+    from training.curation.hashing import _popcount_lut
+
+    x = np.random.default_rng(1).integers(0, 2 ** 63, size=(7, 5), dtype=np.uint64) * np.uint64(3)
+    assert np.array_equal(_popcount_lut(x), np.bitwise_count(x))
