@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "wildlife_vision.cli_predict",   # predict, info
     "training.cli",                  # train, evaluate, export
     "training.benchmark",            # benchmark
+    "training.model_card",           # model-card
     "training.curation.cli",         # data dedup|split|check|stats|labelstudio-import|labelstudio-export
 )
 

@@ -1,0 +1,60 @@
+"""The model card is generated from the model's metadata and an evaluation report, never by hand."""
+
+import csv
+import json
+
+from helpers import make_tiny_model
+
+from training.model_card import _accuracy, render, sources_and_licences
+from wildlife_vision.cli import main
+from wildlife_vision.model import load_model
+
+REPORT = {
+    "split": "val", "n_images": 10,
+    "per_class": {
+        "ivory": {"ap": 0.9876, "roc_auc": 0.99, "precision": 0.8, "recall": 1.0, "f1": 0.889, "support": 4,
+                  "threshold": 0.5, "tp": 4, "fp": 1, "fn": 0, "tn": 5},
+        "live_animal": {"ap": 0.5, "roc_auc": 0.6, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2,
+                        "threshold": 0.5, "tp": 1, "fp": 1, "fn": 1, "tn": 7},
+    },
+    "macro": {"ap": 0.7438}, "micro": {"ap": 0.7},
+    "slices": {"source": {"museum": {"n_images": 6, "per_class": {
+        "ivory": {"ap": 1.0, "precision": 0.8, "recall": 1.0, "support": 4, "tp": 4, "fp": 1, "fn": 0, "tn": 1}}}}},
+}
+
+
+def test_accuracy_from_confusion_counts():
+    assert _accuracy({"tp": 4, "fp": 1, "fn": 0, "tn": 5}) == 0.9
+    assert _accuracy({}) is None
+
+
+def test_card_states_metrics_and_uncovered_classes(tmp_path):
+    meta = load_model(make_tiny_model(tmp_path / "m.onnx")).metadata.to_dict()
+    card = render(meta, REPORT, baseline={"per_class": {"ivory": {"ap": 0.91}}, "macro": {"ap": 0.8}})
+    assert "| `ivory` | 0.988 | 0.990 | 0.800 | 1.000 | 0.889 | 0.900 | 4 | 0.500 |" in card
+    assert "| museum | 6 | `ivory` | 4 | 1.000 | 0.800 | 1.000 | 0.833 |" in card
+    for missing in ("rhino_horn", "pangolin_scales", "tiger_parts"):
+        assert f"| `{missing}` | **no** |" in card
+    assert "never the sole basis for enforcement" in card
+    assert "| `ivory` | 0.988 | 0.910 |" in card  # against the linear probe
+
+
+def test_sources_and_licences_counts(tmp_path):
+    m = tmp_path / "manifest.csv"
+    with open(m, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "labels", "split", "source", "license"])
+        w.writerow(["a.jpg", "ivory", "train", "met", "CC0"])
+        w.writerow(["b.jpg", "", "val", "met", "CC0"])
+        w.writerow(["c.jpg", "live_animal", "train", "birds", "CC0"])
+    rows = {r["source"]: r for r in sources_and_licences(m)}
+    assert rows["met"]["splits"] == {"train": 1, "val": 1}
+    assert rows["met"]["labels"] == {"ivory": 1, "(none)": 1}
+
+
+def test_model_card_command(tmp_path):
+    model = make_tiny_model(tmp_path / "m.onnx")
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    out = tmp_path / "card.md"
+    assert main(["model-card", str(model), "--report", str(tmp_path / "report.json"), "--output", str(out)]) == 0
+    assert out.read_text().startswith("# Model card: tiny-test-model 0.0.1")
