@@ -35,7 +35,7 @@ from wildlife_vision.preprocess import PreprocessConfig, preprocess
 
 from .backbones import ScoresAndEmbedding, check_wrapper
 from .config import TrainConfig
-from .evaluate import summary
+from .evaluate import score_onnx, summary
 from .manifest import Sample, assign_splits, read_manifest, targets_for
 from .metrics import average_precision, macro_ap
 from .train import build_model_from_checkpoint, load_checkpoint
@@ -285,13 +285,12 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
                                                "source": output.name}})
         log.info("quantising to INT8 with %d training images", len(calib_kept))
         quantize_int8(output, int8_path, calib_batch, int8_meta)
-        val_batch, val_kept = _preprocess_samples(val, pre_cfg, len(val))
-        y = targets_for(val_kept, labels)
+        # both models through wildlife_vision.load_model, streaming over the val split
         from wildlife_vision import load_model
 
-        fp32_scores, _ = _run_ort(load_model(output).session, val_batch)
-        int8_scores, _ = _run_ort(load_model(int8_path).session, val_batch)
-        table = _ap_table(y, fp32_scores, int8_scores, labels)
+        fp32_scores, val_kept, _ = score_onnx(load_model(output), val)
+        int8_scores, _, _ = score_onnx(load_model(int8_path), val_kept)
+        table = _ap_table(targets_for(val_kept, labels), fp32_scores, int8_scores, labels)
         table.update({"val_images": len(val_kept), "calibration_images": len(calib_kept),
                       "size_bytes_fp32": output.stat().st_size, "size_bytes_int8": int8_path.stat().st_size})
         # record the comparison inside the INT8 file too
