@@ -236,3 +236,13 @@ def test_checkpoint_and_exported_model_evaluate_alike(exported, run_dir, synth, 
     # and both equal what training wrote for its best checkpoint
     train_report = json.loads((run_dir / "eval" / "report.json").read_text())
     assert train_report["macro"]["ap"] == pytest.approx(onnx_report["macro"]["ap"], abs=1e-6)
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(run_dir, synth, capsys):
+    from training.train import main
+
+    before = (run_dir / "best.pt").read_bytes()
+    assert main(train_args(synth, run_dir, "--epochs", "1")) == 1
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "--resume" in err and "--exist-ok" in err
+    assert (run_dir / "best.pt").read_bytes() == before

@@ -140,6 +140,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="float16 mixed precision (default: on for CUDA; never on CPU)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CPU)")
+    g.add_argument("--exist-ok", action="store_true",
+                   help="overwrite RUN_DIR if it already holds a run (otherwise that is refused)")
     g.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                    help="continue from RUN_DIR/last.pt (or the given checkpoint) with its saved config; "
                         "--epochs may extend the run")
@@ -194,11 +196,12 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         if resume is None:
             cfg.validate()
-        result = train(cfg, resume=resume, epochs_override=args.epochs)
+        result = train(cfg, resume=resume, epochs_override=args.epochs, exist_ok=args.exist_ok)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_FAILURE
-    except (ConfigError, WeightsNotFoundError, UnsafeWeightsError, FileNotFoundError, FloatingPointError) as e:
+    except (ConfigError, WeightsNotFoundError, UnsafeWeightsError, FileNotFoundError, FileExistsError,
+            FloatingPointError) as e:
         return _fail("train", str(e))
     except ValueError as e:
         return _fail("train", str(e))

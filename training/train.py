@@ -178,9 +178,16 @@ class _RunLog:
             root.setLevel(self._old_level)
 
 
-def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Optional[int] = None) -> RunResult:
-    """Run (or resume) training and finish with evaluation and calibration of the best checkpoint."""
+def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Optional[int] = None,
+          exist_ok: bool = False) -> RunResult:
+    """Run (or resume) training and finish with evaluation and calibration of the best checkpoint.
+
+    A run folder that already holds a run is refused unless resuming or ``exist_ok`` (then it is overwritten).
+    """
     ckpt: Optional[Dict[str, Any]] = None
+    if resume is None and not exist_ok and (Path(cfg.run.output) / "last.pt").exists():
+        raise FileExistsError(f"{cfg.run.output} already holds a training run; continue it with --resume, choose "
+                              "another --output, or pass --exist-ok to overwrite it")
     if resume is not None:
         ckpt = load_checkpoint(resume)
         requested = cfg
@@ -281,6 +288,9 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         best_metric, best_epoch = float(ckpt["best_metric"]), int(ckpt["best_epoch"])
         bad_epochs, global_step = int(ckpt["bad_epochs"]), int(ckpt["global_step"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["manifest_sha256"] != manifest.sha256:
+            log.warning("the manifest changed since this run started (sha256 %s... now %s...); resuming on the "
+                        "new contents", ckpt["manifest_sha256"][:12], manifest.sha256[:12])
         log.info("resuming after epoch %d (best validation metric %.4f at epoch %d)", start_epoch, best_metric,
                  best_epoch + 1)
 
