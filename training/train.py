@@ -308,6 +308,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
 
     total_skipped, ips_history, stopped_early = 0, [], False
     epochs = cfg.optim.epochs
+    log_every = max(1, steps_per_epoch // 10)
     for epoch in range(start_epoch, epochs):
         frozen = epoch < cfg.optim.freeze_epochs
         _set_frozen(model, frozen)
@@ -316,7 +317,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         sampler.set_epoch(epoch)
         model.train()
         t0 = time.time()
-        loss_sum, seen, skipped, data_wait = 0.0, 0, 0, 0.0
+        loss_sum, seen, skipped, data_wait, steps_done = 0.0, 0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
         t_wait = time.time()
         for batch in bar:
@@ -348,6 +349,10 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
             loss_sum += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            steps_done += 1
+            if steps_done % log_every == 0 and steps_done < steps_per_epoch:  # progress lines for train.log
+                log.info("epoch %d/%d: step %d/%d, loss %.4f, %.1f img/s", epoch + 1, epochs, steps_done,
+                         steps_per_epoch, loss_sum / max(seen, 1), seen / max(time.time() - t0, 1e-9))
             t_wait = time.time()
         train_time = time.time() - t0
         ips = seen / train_time if train_time > 0 else 0.0
