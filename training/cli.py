@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from wildlife_vision.cli import EXIT_FAILURE, EXIT_OK, require_extra
@@ -23,8 +24,19 @@ _D = TrainConfig(data=DataCfg(manifest=""))  # defaults shown in --help
 DEFAULT_EPOCHS = _D.optim.epochs
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; appends a flag's default only when there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or not action.option_strings or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=100)
 
 
 TRAIN_DESCRIPTION = """\
@@ -268,11 +280,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "evaluate", help="evaluate an exported model on a manifest split",
-        description="Score one split of a manifest with an exported ONNX model (the same decoding and "
+        description=_wrap("Score one split of a manifest with an exported ONNX model (the same decoding and "
                     "preprocessing as `wildlife_vision.load_model`) and write report.json, report.md, "
                     "pr_curves.png and confusion.png: per-label precision, recall, F1 at the model's thresholds, "
                     "average precision, ROC-AUC, support, macro and micro averages, and the same by manifest "
-                    "column (e.g. source).",
+                    "column (e.g. source)."),
         epilog="example:\n  wildlife-vision evaluate --model model.onnx --data manifest.csv --split val "
                "--output reports/val",
         formatter_class=_Formatter)
@@ -292,12 +304,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "export", help="export a training run to one self-describing ONNX file",
-        description="Export RUN_DIR's best checkpoint to ONNX (input pixel_values N x 3 x H x W float32 with a "
+        description=_wrap("Export RUN_DIR's best checkpoint to ONNX (input pixel_values N x 3 x H x W float32 with a "
                     "dynamic batch axis; outputs scores = sigmoid probabilities and embedding = pooled features). "
                     "The file carries labels, thresholds, review bands, preprocessing, backbone, training manifest "
                     "and config hashes, the validation summary, the package version and the creation time. The "
                     "export then runs the file in onnxruntime on real manifest photos and fails if it differs "
-                    "from torch by more than 1e-4.",
+                    "from torch by more than 1e-4."),
         epilog="examples:\n  wildlife-vision export runs/lite0 --output model.onnx\n"
                "  wildlife-vision export runs/lite0 --output model.onnx --int8 --name wildtrade --version 1.0.0",
         formatter_class=_Formatter)
@@ -306,7 +318,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 model (onnxruntime static quantisation, QDQ, per-channel, calibrated "
                         "on training photos) and report its average-precision change against fp32 on val")
-    p.add_argument("--int8-output", metavar="PATH", default=None, help="INT8 file (default: MODEL.int8.onnx)")
+    p.add_argument("--int8-output", metavar="PATH", default=None, help="where to write the INT8 model (default: MODEL.int8.onnx beside --output)")
     p.add_argument("--name", default=None, help="model name stored in the metadata (default: "
                                                 "wildlife-vision-BACKBONE)")
     p.add_argument("--version", default="1.0.0", help="model version stored in the metadata")
