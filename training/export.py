@@ -164,6 +164,20 @@ class _CalibrationReader:
         self._it = iter(self._items)
 
 
+def shape_arithmetic_nodes(model) -> List[str]:
+    """Names of the nodes that compute shapes, not pixels: everything downstream of a ``Shape`` node that does
+    not also read image data (TF-"same" padding in tf_efficientnet computes its pad widths in float Sub/Mul/Add
+    nodes). Quantising those rounds the pad widths and shifts feature maps: keep them in float."""
+    data = {i.name for i in model.graph.input}
+    out = []
+    for node in model.graph.node:  # ONNX graphs are stored in topological order
+        if node.op_type != "Shape" and any(i in data for i in node.input):
+            data.update(node.output)
+        else:
+            out.append(node.name)
+    return out
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path, calib_batch: np.ndarray, meta: ModelMetadata) -> None:
     """Static INT8 quantisation (QDQ, per-channel weights, MinMax activations) calibrated on ``calib_batch``."""
     import onnx
@@ -185,7 +199,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calib_batch: np.ndarray, met
         try:
             quantize_static(str(source), str(raw_path), _CalibrationReader(calib_batch),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=shape_arithmetic_nodes(onnx.load(str(source))))
         finally:
             logging.disable(logging.NOTSET)
         model = onnx.load(str(raw_path))
