@@ -30,6 +30,9 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
                     "directml": "DmlExecutionProvider", "rocm": "ROCMExecutionProvider",
                     "openvino": "OpenVINOExecutionProvider"}
 
+#: providers for which run_batch uses IO binding (input copied to the device once, only the scores fetched)
+IO_BINDING_PROVIDERS = ("CUDAExecutionProvider",)
+
 PathLike = Union[str, os.PathLike]
 
 #: Python types accepted as one input.
@@ -269,13 +272,29 @@ class Model:
                 f"{len(meta.labels)} labels {list(meta.labels)}; the file is inconsistent, re-export it")
 
     # ---- scoring -----------------------------------------------------------------------------
+    @property
+    def uses_io_binding(self) -> bool:
+        """True when :meth:`run_batch` goes through onnxruntime IO binding (CUDA): the batch is copied to the
+        device once and only the scores come back (the embedding output stays on the device)."""
+        return self.provider in IO_BINDING_PROVIDERS
+
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on an already preprocessed (N, 3, H, W) float32 batch; returns (N, labels) scores."""
-        out = self.session.run([self._output_name], {self._input_name: batch})[0]
+        if self.uses_io_binding:
+            out = self._run_io_binding(batch)
+        else:
+            out = self.session.run([self._output_name], {self._input_name: batch})[0]
         if out.ndim != 2 or out.shape != (batch.shape[0], len(self.labels)):
             raise ModelLoadError(f"model returned scores of shape {out.shape}, expected ({batch.shape[0]}, "
                                  f"{len(self.labels)})")
         return out
+
+    def _run_io_binding(self, batch: np.ndarray) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self._input_name, np.ascontiguousarray(batch, dtype=np.float32))
+        binding.bind_output(self._output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def _result(self, name: str, row: np.ndarray) -> Prediction:
         meta = self.metadata
