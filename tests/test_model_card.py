@@ -58,3 +58,11 @@ def test_model_card_command(tmp_path):
     out = tmp_path / "card.md"
     assert main(["model-card", str(model), "--report", str(tmp_path / "report.json"), "--output", str(out)]) == 0
     assert out.read_text().startswith("# Model card: tiny-test-model 0.0.1")
+
+
+def test_card_says_when_int8_was_not_shipped(tmp_path):
+    meta = load_model(make_tiny_model(tmp_path / "m.onnx")).metadata.to_dict()
+    card = render(meta, REPORT, int8={"file": "", "summary": "ivory -0.0053"})
+    assert "was made and evaluated but is **not shipped**: ivory -0.0053" in card
+    card = render(meta, REPORT, int8={"file": "m.int8.onnx", "summary": "-0.001"})
+    assert "shipped beside it: `m.int8.onnx`" in card

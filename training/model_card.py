@@ -189,8 +189,12 @@ def render(meta: Dict[str, Any], report: Dict[str, Any], sources: Optional[List[
     if int8:
         w("### INT8 model")
         w("")
-        w(f"An INT8 model (onnxruntime static quantisation) is shipped beside it: `{int8.get('file', '')}`. "
-          f"Change in validation AP against fp32: {int8.get('summary', '')}.")
+        if int8.get("file"):
+            w(f"An INT8 model (onnxruntime static quantisation) is shipped beside it: `{int8['file']}`. "
+              f"Change in validation AP against fp32: {int8.get('summary', '')}.")
+        else:
+            w("An INT8 model (onnxruntime static quantisation, `wildlife-vision export --int8`) was made and "
+              f"evaluated but is **not shipped**: {int8.get('summary', '')}.")
         w("")
     w("## Thresholds and operating point")
     w("")
@@ -280,7 +284,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="MANIFEST", help="training manifest, for the sources and licences table")
     p.add_argument("--baseline", metavar="REPORT.json", help="report.json of a baseline (e.g. a linear probe)")
     p.add_argument("--int8", metavar="MODEL.int8.onnx", help="shipped INT8 model, described beside the fp32 one")
-    p.add_argument("--int8-summary", default="", help="one line on the INT8 AP change (from `export --int8`)")
+    p.add_argument("--int8-summary", default="", help="one line on the INT8 AP change (from `export --int8`); without --int8 it says the INT8 model "
+                        "was evaluated but not shipped")
     p.add_argument("--reproduce", metavar="FILE", help="text file with the exact commands that produced the model")
     p.add_argument("--output", "-o", required=True, metavar="CARD.md", help="where to write the card")
     p.set_defaults(func=_run)
@@ -294,7 +299,9 @@ def _run(args: argparse.Namespace) -> int:
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
     baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8")) if args.baseline else None
     sources = sources_and_licences(Path(args.data)) if args.data else None
-    int8 = {"file": Path(args.int8).name, "summary": args.int8_summary} if args.int8 else None
+    int8 = None
+    if args.int8 or args.int8_summary:
+        int8 = {"file": Path(args.int8).name if args.int8 else "", "summary": args.int8_summary}
     reproduce = Path(args.reproduce).read_text(encoding="utf-8") if args.reproduce else ""
     text = render(meta, report, sources, baseline, model_file=Path(args.model).name, int8=int8, reproduce=reproduce)
     out = Path(args.output)
