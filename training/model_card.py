@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-log = logging.getLogger(__name__)
+from .manifest import TAXONOMY  # the one label list (torch-free module)
 
-TAXONOMY = ("ivory", "rhino_horn", "pangolin_scales", "tiger_parts", "live_animal")
+log = logging.getLogger(__name__)
 
 FAILURE_MODES = {
     "ivory": [
