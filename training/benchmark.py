@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -280,6 +281,15 @@ def model_flops(path: Path, backbone: str, input_size: Tuple[int, int]) -> Dict[
 # ---- measuring, inside one subprocess per configuration ----------------------------------------------------
 
 def _peak_rss_bytes() -> int:
+    """This process's RSS high-water mark. On Linux VmHWM (reset by exec), not ru_maxrss: a child process's
+    ru_maxrss starts at its parent's RSS at fork time, so it would report the benchmark driver's memory."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -532,7 +542,8 @@ def _train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
                             "process (DataLoader num_workers=0)", "layout": "NCHW", "dtype": "float32",
                     "optimizer": "AdamW", "torch_threads": torch.get_num_threads()}
     else:
-        step_iter, settings = _ours_setup(paths, targets, spec["backbone"], size, bs, spec.get("workers"))
+        step_iter, settings = _ours_setup(paths, targets, spec["backbone"], size, bs, spec.get("workers"),
+                                          spec.get("overrides") or {})
 
         def steps():
             return step_iter
@@ -555,7 +566,7 @@ def _train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: int, bs: int,
-                workers: Optional[int]):
+                workers: Optional[int], overrides: Dict[str, Any]):
     """The data path and step of ``wildlife-vision train`` with its CPU defaults, as an iterator of losses.
 
     Mirrors the inner loop of :func:`training.train.train` (dataset, augmentation, loader, channels-last, loss,
@@ -577,7 +588,13 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     cfg = TrainConfig(data=DataCfg(manifest="", image_size=size, batch_size=bs))
     if workers is not None:
         cfg = cfg.replace("data", workers=workers)
+    if overrides.get("amp") is not None:
+        cfg = cfg.replace("run", amp=overrides["amp"])
+    if overrides.get("channels_last") is not None:
+        cfg = cfg.replace("run", channels_last=overrides["channels_last"])
     device = torch.device("cpu")
+    # train.py: autocast (float16) only on CUDA; an explicit amp override measures bfloat16 autocast on CPU
+    amp_dtype = torch.bfloat16 if cfg.run.amp else None
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else True)
     model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate)
     init_head(model, list(targets.mean(axis=0)))
@@ -607,7 +624,9 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
                 x = batch.images
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                loss = loss_fn(model(x).float(), batch.targets)
+                with torch.autocast(device_type="cpu", dtype=amp_dtype) if amp_dtype else nullcontext():
+                    logits = model(x)
+                loss = loss_fn(logits.float(), batch.targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip > 0:
@@ -618,14 +637,16 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
             epoch += 1
 
     settings = {"data": f"wildlife_vision decode + albumentations in {loader.num_workers} DataLoader worker "
-                        f"process(es)", "layout": "channels_last" if channels_last else "NCHW", "dtype": "float32",
+                        f"process(es)", "layout": "channels_last" if channels_last else "NCHW",
+                "dtype": f"{str(amp_dtype).replace('torch.', '')} autocast" if amp_dtype else "float32",
                 "optimizer": "AdamW (decay groups, warmup-cosine, grad clip)", "torch_threads": torch.get_num_threads()}
     return gen(), settings
 
 
 def train_throughput(photos: PhotoSet, workdir: Path, backbone: str = "tf_efficientnet_lite0",
                      image_size: int = 224, batch_size: int = 32, steps: int = 12, warmup: int = 3,
-                     variants: Sequence[str] = ("plain", "ours"), workers: Optional[int] = None) -> Dict[str, Any]:
+                     variants: Sequence[str] = ("plain", "ours"), workers: Optional[int] = None,
+                     overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Training photos/s of a plain torch loop vs ours on the same photos, model, size and batch size."""
     paths = photos.train_paths or photos.paths
     targets = photos.train_targets if photos.train_paths and photos.train_targets is not None else photos.targets
@@ -642,7 +663,7 @@ def train_throughput(photos: PhotoSet, workdir: Path, backbone: str = "tf_effici
     for v in variants:
         spec = {"worker": "train", "variant": v, "paths": list(paths), "targets": np.asarray(targets).tolist(),
                 "backbone": backbone, "image_size": image_size, "batch_size": batch_size, "steps": steps,
-                "warmup": warmup, "workers": workers}
+                "warmup": warmup, "workers": workers, "overrides": overrides or {}}
         log.info("measuring training throughput: %s", v)
         out["variants"][v] = _run_worker(f"train_{v}", spec, workdir)
     p, o = out["variants"].get("plain", {}), out["variants"].get("ours", {})
@@ -978,7 +999,7 @@ def format_report(r: Dict[str, Any]) -> str:
                 L.append(f"training {v}: {res['error'][:300]}")
             else:
                 L.append(f"training {v:<5}: {res['photos_per_s']:.1f} photos/s ({res['steps']} steps of "
-                         f"{res['batch_size']} after {res['warmup_steps']} warm-up, p50 step {res['step_ms_p50']:.0f} ms,"
+                         f"{res['batch_size']} after {res['warmup_steps']} warm-up, p50 step {res['step_ms_p50']:.0f} ms, main-process"
                          f" peak RSS {res['peak_rss_mb']:.0f} MB); {_settings_text(res.get('settings', {}))}")
         if "ratio_ours_vs_plain" in tr:
             L.append(f"training ours / plain: {tr['ratio_ours_vs_plain']:.2f}x ({tr['backbone']} at "
