@@ -7,9 +7,9 @@
 
 (a) plain: timm tf_efficientnet_lite0, PIL decode + torchvision RandomResizedCrop/flip/ToTensor/Normalize in the
     main process (DataLoader num_workers=0), NCHW float32, AdamW, BCE, torch's default threads;
-(b) ours: the data path and step of `wildlife-vision train` with its defaults (wildlife_vision decode with JPEG
-    draft + albumentations in DataLoader worker processes, channels-last, float32, AdamW with decay groups,
-    warmup-cosine, gradient clipping).
+(b) ours: the data path and step of `wildlife-vision train` with its defaults (wildlife_vision decode + albumentations
+    in DataLoader worker processes, channels-last, malloc keeping freed memory (training/runtime.py), float32,
+    AdamW with decay groups, warmup-cosine, gradient clipping).
 
 Both train the same model at the same size and batch size on the same training photos; each runs in a fresh
 process, and photos/s counts only the timed steps after the warm-up steps (data loading included). The same
@@ -44,6 +44,8 @@ def main(argv=None) -> int:
                    help="ours: bfloat16 autocast on CPU (auto = the train default: off; 'on' to measure it)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="ours: channels-last (auto = the train default: on for CPU)")
+    p.add_argument("--keep-freed-memory", choices=["auto", "on", "off"], default="auto",
+                   help="ours: glibc malloc keeps freed memory for reuse (auto = the train default: on for CPU)")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wv-train-bench-") as tmp:
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
         if len(photos.train_paths) < n:  # a folder or generated photos: use what is there
             photos.train_paths = photos.train_paths or photos.paths
         overrides = {"amp": {"auto": None, "on": True, "off": False}[args.amp],
-                     "channels_last": {"auto": None, "on": True, "off": False}[args.channels_last]}
+                     "channels_last": {"auto": None, "on": True, "off": False}[args.channels_last],
+                     "keep_freed_memory": {"auto": None, "on": True, "off": False}[args.keep_freed_memory]}
         result = train_throughput(photos, Path(tmp), backbone=args.model, image_size=args.size,
                                   batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                                   variants=args.variants, workers=args.workers, overrides=overrides)

@@ -45,6 +45,24 @@ def rows_of(path: Path):
 
 # ---- rows and formats ---------------------------------------------------------------------------------
 
+def test_draft_flag_reaches_the_decoder(tmp_path):
+    """--draft opts in to reduced-scale JPEG decoding (scores as the Python API's draft=True), --no-draft and
+    the default decode in full; on a noisy photo many times the input size the two really differ."""
+    import wildlife_vision as wv
+
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    photo = tmp_path / "big.jpg"
+    make_photo(3, (1600, 1200)).save(photo, quality=90)
+    scores = {}
+    for flag in ("--draft", "--no-draft", None):
+        out = tmp_path / f"{flag}.jsonl"
+        assert run(photo, "--model", model, "-o", out, *([flag] if flag else [])) == EXIT_OK
+        scores[flag] = rows_of(out)[0]["scores"]
+    assert scores["--draft"] == wv.load_model(model, draft=True).predict(str(photo)).scores
+    assert scores["--no-draft"] == scores[None] == wv.load_model(model).predict(str(photo)).scores
+    assert scores["--draft"] != scores[None]
+
+
 def test_jsonl_rows_are_versioned_and_complete(setup, capsys):
     tmp, model, folder = setup
     out = tmp / "out.jsonl"

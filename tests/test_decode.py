@@ -182,13 +182,16 @@ def test_jpeg_draft_decodes_large_photos_at_reduced_scale_but_enough_resolution(
     big = make_photo(0, (1600, 1200))
     p = tmp_path / "big.jpg"
     big.save(p, "JPEG", quality=90)
-    small = load_image(p, CFG)
-    assert small.size[0] < 1600 and min(small.size) >= CFG.resize_shorter
+    drafted = PreprocessConfig(input_size=(32, 32), crop_pct=0.875, interpolation="bilinear", mean=(0.5,) * 3,
+                               std=(0.5,) * 3, draft=True)
+    small = load_image(p, drafted)
+    assert small.size[0] < 1600 and min(small.size) >= drafted.resize_shorter
     assert load_image(p).size == (1600, 1200)  # without cfg: full size
+    assert load_image(p, CFG).size == (1600, 1200)  # draft is off by default
     no_draft = PreprocessConfig(input_size=(32, 32), crop_pct=0.875, interpolation="bilinear", mean=(0.5,) * 3,
                                 std=(0.5,) * 3, draft=False)
     assert load_image(p, no_draft).size == (1600, 1200)
-    a, b = preprocess(p, CFG), preprocess(p, no_draft)
+    a, b = preprocess(p, drafted), preprocess(p, no_draft)
     assert np.abs(a - b).mean() < 0.05  # the same picture, resampled from a different scale
 
 

@@ -592,10 +592,17 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
         cfg = cfg.replace("run", amp=overrides["amp"])
     if overrides.get("channels_last") is not None:
         cfg = cfg.replace("run", channels_last=overrides["channels_last"])
+    if overrides.get("keep_freed_memory") is not None:
+        cfg = cfg.replace("run", keep_freed_memory=overrides["keep_freed_memory"])
     device = torch.device("cpu")
     # train.py: autocast (float16) only on CUDA; an explicit amp override measures bfloat16 autocast on CPU
     amp_dtype = torch.bfloat16 if cfg.run.amp else None
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else True)
+    keep_freed = bool(cfg.run.keep_freed_memory if cfg.run.keep_freed_memory is not None else True)
+    if keep_freed:  # train.py: on by default for CPU
+        from .runtime import keep_freed_memory
+
+        keep_freed = keep_freed_memory()
     model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate)
     init_head(model, list(targets.mean(axis=0)))
     pre_cfg = preprocess_config_for(model, size, cfg.data.crop_pct, cfg.data.interpolation)
@@ -639,7 +646,8 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     settings = {"data": f"wildlife_vision decode + albumentations in {loader.num_workers} DataLoader worker "
                         f"process(es)", "layout": "channels_last" if channels_last else "NCHW",
                 "dtype": f"{str(amp_dtype).replace('torch.', '')} autocast" if amp_dtype else "float32",
-                "optimizer": "AdamW (decay groups, warmup-cosine, grad clip)", "torch_threads": torch.get_num_threads()}
+                "optimizer": "AdamW (decay groups, warmup-cosine, grad clip)", "torch_threads": torch.get_num_threads(),
+                "malloc": "keeps freed memory (mallopt)" if keep_freed else "glibc defaults"}
     return gen(), settings
 
 

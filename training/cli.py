@@ -152,6 +152,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="float16 mixed precision (default: on for CUDA; never on CPU)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CPU)")
+    g.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep freed memory in the process for reuse instead of returning it to the OS after "
+                        "every step (glibc mallopt; default: on for CPU, where it cuts the step time by about "
+                        "40%%)")
     g.add_argument("--exist-ok", action="store_true",
                    help="overwrite RUN_DIR if it already holds a run (otherwise that is refused)")
     g.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
@@ -182,7 +186,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         loss=LossCfg(kind=args.loss, pos_weight=args.pos_weight, focal_gamma=args.focal_gamma),
         aug=aug, calib=calib,
         run=RunCfg(output=args.output, seed=args.seed, device=args.device, amp=args.amp,
-                   channels_last=args.channels_last),
+                   channels_last=args.channels_last, keep_freed_memory=args.keep_freed_memory),
     )
 
 

@@ -155,6 +155,7 @@ class RunCfg:
     device: str = "auto"                  # auto | cpu | cuda
     amp: Optional[bool] = None            # None = on for CUDA, off on CPU
     channels_last: Optional[bool] = None  # None = on for CPU
+    keep_freed_memory: Optional[bool] = None  # None = on for CPU (see training.runtime)
 
     def validate(self) -> None:
         if self.device not in DEVICES:
@@ -205,6 +206,7 @@ class TrainConfig:
         d = self.to_dict()
         d["run"].pop("output", None)
         d["data"].pop("workers", None)
+        d["run"].pop("keep_freed_memory", None)  # speed only
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
 
     def save_yaml(self, path: Path) -> None:

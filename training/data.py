@@ -1,6 +1,7 @@
 """Torch datasets and loaders over manifest samples.
 
-Decoding is always ``wildlife_vision.preprocess.load_image`` (JPEG draft mode on), and pixels are always scaled
+Decoding is always ``wildlife_vision.preprocess.load_image`` (training decodes large JPEGs in draft mode, since its
+crops are resampled anyway; evaluation decodes exactly as the exported model will), and pixels are always scaled
 by ``wildlife_vision.preprocess.normalize``; the eval dataset is exactly ``wildlife_vision.preprocess.preprocess``.
 Training adds albumentations between decode and normalise. A photo that cannot be decoded is logged and
 skipped (the loader's batches carry the count), so one corrupt file does not stop a run.
@@ -61,9 +62,10 @@ class ImageDataset(Dataset):
         self.targets = targets_for(samples, labels)
         self.cfg = cfg
         self.transform = transform
-        # decode at (at least) the training size: JPEG draft mode skips most of the work on large photos
+        # augmented training decodes at (at least) the training size: JPEG draft mode skips most of the work on
+        # large photos; the random crop and resize that follow make its rounding differences irrelevant
         self._decode_cfg = PreprocessConfig(input_size=cfg.input_size, crop_pct=1.0, mean=cfg.mean, std=cfg.std,
-                                            interpolation=cfg.interpolation, draft=cfg.draft)
+                                            interpolation=cfg.interpolation, draft=True)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -160,7 +161,7 @@ class Model:
     """A wildlife_vision ONNX model ready to score photos. Create it with :func:`load_model`."""
 
     def __init__(self, path: PathLike, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, draft: Optional[bool] = None):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -180,6 +181,9 @@ class Model:
         # the cheap checks first: not ONNX / truncated / no or bad metadata, before building a session
         props = scan_onnx(data, source=str(self.path))
         self.metadata: ModelMetadata = read_onnx_metadata(props, source=str(self.path))
+        if draft is not None and bool(draft) != self.metadata.preprocess.draft:
+            self.metadata = dataclasses.replace(
+                self.metadata, preprocess=dataclasses.replace(self.metadata.preprocess, draft=bool(draft)))
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -431,7 +435,7 @@ def _chunks(items: Iterable[Any], names: Optional[Iterable[str]], bs: int) -> It
 
 
 def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str]] = None,
-               threads: Optional[int] = None, batch_size: int = 32) -> Model:
+               threads: Optional[int] = None, batch_size: int = 32, draft: Optional[bool] = None) -> Model:
     """Load a wildlife_vision ONNX model; with no ``path``, the shipped default model.
 
     ``providers``: onnxruntime execution providers in order of preference (names or short aliases
@@ -439,12 +443,14 @@ def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str
     provider that is missing or fails to start falls back to CPU with a :class:`RuntimeWarning`;
     ``model.provider`` says what actually runs. ``threads``: intra-op threads (default: onnxruntime's
     choice, one per physical core). ``batch_size``: images per inference call in :meth:`Model.predict`.
+    ``draft``: decode large JPEGs at a reduced DCT scale (faster on photos several times the input size, but
+    scores move by up to about 1e-2; default: what the model file says, off for models exported today).
 
     Raises :class:`~wildlife_vision.errors.ModelLoadError` (missing, not ONNX, truncated, inconsistent) or
     its subclass :class:`~wildlife_vision.errors.MetadataError` (missing, invalid or newer-schema metadata).
     """
     return Model(default_model_path() if path is None else path, providers=providers, threads=threads,
-                 batch_size=batch_size)
+                 batch_size=batch_size, draft=draft)
 
 
 __all__ = ["Model", "Prediction", "load_model", "default_model_path", "available_providers", "METADATA_KEY",
