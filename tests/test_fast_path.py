@@ -12,7 +12,7 @@ from PIL import Image
 from helpers import make_photo, make_tiny_model
 
 import wildlife_vision as wv
-from wildlife_vision.preprocess import PreprocessConfig, load_image, normalize, preprocess, resize_and_crop
+from wildlife_vision.preprocess import PreprocessConfig, load_image, normalize, preprocess
 
 TOL = 1e-3
 
