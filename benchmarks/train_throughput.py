@@ -53,9 +53,8 @@ def main(argv=None) -> int:
         photos = find_photos(args.data, 1, [], Path(tmp), n_train=n)
         if len(photos.train_paths) < n:  # a folder or generated photos: use what is there
             photos.train_paths = photos.train_paths or photos.paths
-        overrides = {"amp": {"auto": None, "on": True, "off": False}[args.amp],
-                     "channels_last": {"auto": None, "on": True, "off": False}[args.channels_last],
-                     "keep_freed_memory": {"auto": None, "on": True, "off": False}[args.keep_freed_memory]}
+        setting = {"auto": None, "on": True, "off": False}
+        overrides = {key: setting[getattr(args, key)] for key in ("amp", "channels_last", "keep_freed_memory")}
         result = train_throughput(photos, Path(tmp), backbone=args.model, image_size=args.size,
                                   batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                                   variants=args.variants, workers=args.workers, overrides=overrides)

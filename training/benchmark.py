@@ -598,11 +598,9 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     # train.py: autocast (float16) only on CUDA; an explicit amp override measures bfloat16 autocast on CPU
     amp_dtype = torch.bfloat16 if cfg.run.amp else None
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else True)
-    keep_freed = bool(cfg.run.keep_freed_memory if cfg.run.keep_freed_memory is not None else True)
-    if keep_freed:  # train.py: on by default for CPU
-        from .runtime import keep_freed_memory
+    from .runtime import apply_keep_freed_memory
 
-        keep_freed = keep_freed_memory()
+    keep_freed = apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type)  # as train.py does
     model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate)
     init_head(model, list(targets.mean(axis=0)))
     pre_cfg = preprocess_config_for(model, size, cfg.data.crop_pct, cfg.data.interpolation)

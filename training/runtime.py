@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import logging
 import platform
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +56,9 @@ def keep_freed_memory() -> bool:
     _applied = True
     log.debug("malloc keeps freed memory (mmap and trim thresholds raised)")
     return True
+
+
+def apply_keep_freed_memory(setting: Optional[bool], device_type: str) -> bool:
+    """The ``run.keep_freed_memory`` setting resolved (None = on for CPU) and applied; True when in effect."""
+    on = setting if setting is not None else device_type == "cpu"
+    return keep_freed_memory() if on else False

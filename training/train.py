@@ -237,10 +237,10 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else device.type == "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if cfg.run.keep_freed_memory if cfg.run.keep_freed_memory is not None else device.type == "cpu":
-        from .runtime import keep_freed_memory
+    from .runtime import apply_keep_freed_memory
 
-        log.info("malloc keeps freed memory for reuse: %s", "on" if keep_freed_memory() else "not available here")
+    if apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type):
+        log.info("malloc keeps freed memory for reuse")
 
     pretrained = "none" if ckpt is not None else cfg.model.pretrained
     model, pre_info = create_backbone(cfg.model.name, len(labels), pretrained, cfg.model.drop_rate,
