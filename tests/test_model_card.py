@@ -66,3 +66,12 @@ def test_card_says_when_int8_was_not_shipped(tmp_path):
     assert "was made and evaluated but is **not shipped**: ivory -0.0053" in card
     card = render(meta, REPORT, int8={"file": "m.int8.onnx", "summary": "-0.001"})
     assert "shipped beside it: `m.int8.onnx`" in card
+
+
+def test_card_names_train_and_test_sizes_when_they_differ(tmp_path):
+    meta = load_model(make_tiny_model(tmp_path / "m.onnx")).metadata.to_dict()
+    size = meta["preprocess"]["input_size"][0]
+    same = render({**meta, "training": {"config": {"data": {"image_size": size}}}}, REPORT)
+    assert "Train and test sizes differ" not in same
+    card = render({**meta, "training": {"config": {"data": {"image_size": size - 8}}}}, REPORT)
+    assert f"fine-tuned on {size - 8} px random-resized crops, evaluated, calibrated and run at [{size}, {size}]" in card

@@ -116,6 +116,46 @@ def test_resume_continues_and_extends(run_dir, tmp_path):
     assert torch.load(copy / "last.pt", weights_only=True)["epoch"] == 3
 
 
+def test_test_image_size_is_used_for_validation_calibration_and_export(synth, tmp_path):
+    """Train at 32 px, validate and export at 40 px (timm's test_input_size); the weights' hash ignores it."""
+    import onnx
+
+    from training.config import TrainConfig
+    from training.export import export_run
+    from training.train import main
+
+    out = tmp_path / "fixres"
+    assert main(train_args(synth, out, "--epochs", "1", "--test-image-size", "40", "--test-crop-pct", "0.9")) == 0
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    assert best["preprocess"]["input_size"] == [40, 40] and best["preprocess"]["crop_pct"] == 0.9
+    assert best["config"]["data"]["image_size"] == 32 and best["config"]["data"]["test_image_size"] == 40
+    plain = TrainConfig.from_dict({**best["config"], "data": {**best["config"]["data"], "test_image_size": None,
+                                                              "test_crop_pct": None}})
+    assert best["config_sha256"] == plain.sha256()
+    assert "validating, calibrating and exporting at 40 px" in (out / "train.log").read_text()
+    model = export_run(out, tmp_path / "fixres.onnx").path
+    dims = [d.dim_value for d in onnx.load(str(model)).graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert dims == [3, 40, 40]
+
+
+def test_resume_of_a_finished_run_with_a_new_test_size_recalibrates(run_dir, tmp_path):
+    from training.train import main
+
+    copy = tmp_path / "retest"
+    shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "calibration.json").read_text())
+    assert main(["--resume", "--output", str(copy), "--test-image-size", "48", "--workers", "0"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]  # no training, only the evaluation again
+    best = torch.load(copy / "best.pt", map_location="cpu", weights_only=True)
+    assert best["preprocess"]["input_size"] == [48, 48] and best["config"]["data"]["test_image_size"] == 48
+    orig = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(best["model"][k], v) for k, v in orig["model"].items())  # same weights
+    after = json.loads((copy / "calibration.json").read_text())
+    assert after["thresholds"] != before["thresholds"]  # scores at 48 px differ, so do the thresholds
+    assert "re-evaluated at 48 px" in (copy / "train.log").read_text()
+
+
 def test_export_graph_and_metadata(exported, run_dir):
     import onnx
 

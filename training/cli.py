@@ -77,6 +77,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "backbone's pretrained value")
     g.add_argument("--interpolation", choices=("bilinear", "bicubic", "lanczos", "nearest", "box"), default=None,
                    help="resize interpolation; default: the backbone's pretrained value")
+    g.add_argument("--test-image-size", type=int, default=None, metavar="S",
+                   help="input size for validation, calibration and the exported model (timm's test_input_size); "
+                        "a little larger than --image-size often scores better, because random-resized-crop "
+                        "training shows objects larger than a centre crop does (FixRes); default: --image-size. "
+                        "With --resume on a finished run: re-evaluate and re-calibrate best.pt at this size")
+    g.add_argument("--test-crop-pct", type=float, default=None,
+                   help="centre-crop fraction at --test-image-size (default: --crop-pct)")
     g.add_argument("--batch-size", "-b", type=int, default=_D.data.batch_size, help="images per step")
     g.add_argument("--workers", "-j", type=int, default=min(2, os.cpu_count() or 1),
                    help="DataLoader worker processes for decoding and augmentation (0 = in the main process)")
@@ -160,7 +167,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="overwrite RUN_DIR if it already holds a run (otherwise that is refused)")
     g.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                    help="continue from RUN_DIR/last.pt (or the given checkpoint) with its saved config; "
-                        "--epochs may extend the run")
+                        "--epochs may extend the run, --test-image-size/--test-crop-pct change the evaluation")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -176,7 +183,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=DataCfg(manifest=str(Path(args.data).resolve()) if args.data else "", labels=tuple(args.labels or ()),
                      image_size=args.image_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
                      batch_size=args.batch_size, workers=args.workers, val_fraction=args.val_fraction,
-                     max_train_images=args.max_train_images, max_val_images=args.max_val_images),
+                     max_train_images=args.max_train_images, max_val_images=args.max_val_images,
+                     test_image_size=args.test_image_size, test_crop_pct=args.test_crop_pct),
         model=ModelCfg(name=args.model, pretrained=args.pretrained, drop_rate=args.drop_rate,
                        drop_path_rate=args.drop_path_rate),
         optim=OptimCfg(epochs=args.epochs or DEFAULT_EPOCHS, lr=args.lr, weight_decay=args.weight_decay,

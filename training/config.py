@@ -37,10 +37,19 @@ class DataCfg:
     val_fraction: float = 0.15            # used only when the manifest has no validation rows
     max_train_images: Optional[int] = None
     max_val_images: Optional[int] = None
+    # evaluation, calibration and export (timm's test_input_size / test_crop_pct); None = image_size / crop_pct
+    test_image_size: Optional[int] = None
+    test_crop_pct: Optional[float] = None
 
     def validate(self) -> None:
         if not 16 <= self.image_size <= 2048:
             raise ConfigError(f"--image-size must be between 16 and 2048 pixels, got {self.image_size}")
+        if self.test_image_size is not None and not 16 <= self.test_image_size <= 2048:
+            raise ConfigError(f"--test-image-size must be between 16 and 2048 pixels, got {self.test_image_size}")
+        for name in ("crop_pct", "test_crop_pct"):
+            v = getattr(self, name)
+            if v is not None and not 0.1 <= v <= 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0.1, 1], got {v}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 0:
@@ -207,6 +216,8 @@ class TrainConfig:
         d["run"].pop("output", None)
         d["data"].pop("workers", None)
         d["run"].pop("keep_freed_memory", None)  # speed only
+        d["data"].pop("test_image_size", None)  # evaluation only
+        d["data"].pop("test_crop_pct", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
 
     def save_yaml(self, path: Path) -> None:

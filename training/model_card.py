@@ -89,6 +89,12 @@ def render(meta: Dict[str, Any], report: Dict[str, Any], sources: Optional[List[
     w(f"- **Architecture**: `{meta.get('backbone', '?')}` (timm) fine-tuned as a multi-label classifier with "
       f"sigmoid outputs; input {pre.get('input_size')} RGB, shorter side resized to {pre.get('resize_shorter')} "
       f"({pre.get('interpolation')}), centre crop, mean {pre.get('mean')}, std {pre.get('std')}.")
+    train_size = training.get("config", {}).get("data", {}).get("image_size")
+    if train_size and list(pre.get("input_size", [])) != [train_size, train_size]:
+        w(f"- **Train and test sizes differ**: fine-tuned on {train_size} px random-resized crops, evaluated, "
+          f"calibrated and run at {pre.get('input_size')} (timm's `test_input_size`): random-resized-crop training "
+          "shows objects larger than a centre crop does, so a larger test size matches them better (FixRes, "
+          "Touvron et al. 2019).")
     pt = training.get("pretrained", {})
     if pt:
         w(f"- **Initial weights**: ImageNet-1k, from {pt.get('source')} `{pt.get('detail', '')}` (Apache-2.0).")

@@ -195,6 +195,9 @@ def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Opti
         cfg = cfg.replace("run", output=requested.run.output, device=requested.run.device)
         if epochs_override:
             cfg = cfg.replace("optim", epochs=epochs_override)
+        for key in ("test_image_size", "test_crop_pct"):  # evaluation settings may change on resume
+            if getattr(requested.data, key) is not None:
+                cfg = cfg.replace("data", **{key: getattr(requested.data, key)})
     cfg.validate()
     run_dir = Path(cfg.run.output)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +255,12 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     log.info("backbone %s, pretrained: %s (%s)", cfg.model.name, pre_info.source, pre_info.detail)
     pre_cfg = preprocess_config_for(model, cfg.data.image_size, cfg.data.crop_pct, cfg.data.interpolation)
     cfg = cfg.replace("data", crop_pct=pre_cfg.crop_pct, interpolation=pre_cfg.interpolation)  # resolved values
+    # validation, calibration and export: the test size (timm's test_input_size), else the training size
+    eval_cfg = preprocess_config_for(model, cfg.data.test_image_size or cfg.data.image_size,
+                                     cfg.data.test_crop_pct or cfg.data.crop_pct, cfg.data.interpolation)
+    if eval_cfg != pre_cfg:
+        log.info("training at %d px; validating, calibrating and exporting at %d px (crop_pct %.3f)",
+                 cfg.data.image_size, eval_cfg.input_size[0], eval_cfg.crop_pct)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -260,7 +269,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
 
     transform = build_train_transform(cfg.data.image_size, cfg.aug, pre_cfg.interpolation)
     train_ds = ImageDataset(train_samples, labels, pre_cfg, transform)
-    val_ds = ImageDataset(val_samples, labels, pre_cfg)
+    val_ds = ImageDataset(val_samples, labels, eval_cfg)
     sampler = EpochSampler(len(train_ds), cfg.run.seed, shuffle=True)
     drop_last = len(train_ds) > cfg.data.batch_size
     train_loader = make_loader(train_ds, cfg.data.batch_size, cfg.data.workers, device, sampler, drop_last)
@@ -301,7 +310,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     cfg.save_yaml(run_dir / "config.yaml")
     common = {
         "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "labels": list(labels),
-        "preprocess": pre_cfg.to_dict(), "pretrained": pre_info.to_dict(), "package_version": __version__,
+        "preprocess": eval_cfg.to_dict(), "pretrained": pre_info.to_dict(), "package_version": __version__,
         "manifest_sha256": manifest.sha256, "config_sha256": cfg.sha256(),
         "counts": {"train_images": len(train_samples), "val_images": len(val_samples),
                    "train_positives": train_counts, "val_positives": label_counts(val_samples, labels)},
@@ -404,7 +413,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
 
     if not (run_dir / "best.pt").exists():
         raise RuntimeError("no checkpoint was saved: no validation image could be scored")
-    result = finalize(run_dir, cfg, val_samples, device, channels_last)
+    result = finalize(run_dir, cfg, val_samples, device, channels_last, eval_cfg)
     result.images_per_sec = float(np.mean(ips_history)) if ips_history else 0.0
     result.skipped_images = total_skipped
     result.stopped_early = stopped_early
@@ -421,9 +430,20 @@ def build_model_from_checkpoint(ckpt: Dict[str, Any]) -> Tuple[nn.Module, Prepro
 
 
 def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], device: torch.device,
-             channels_last: bool) -> RunResult:
-    """Evaluate best.pt on the validation split, calibrate thresholds, write calibration.json and eval/."""
+             channels_last: bool, eval_cfg: Optional[PreprocessConfig] = None) -> RunResult:
+    """Evaluate best.pt on the validation split, calibrate thresholds, write calibration.json and eval/.
+
+    ``eval_cfg``: the evaluation preprocessing when it differs from best.pt's (a resumed run given a new
+    ``--test-image-size``); best.pt is rewritten with it, so export and evaluation use what was calibrated.
+    """
     best = load_checkpoint(run_dir / "best.pt")
+    if eval_cfg is not None and best["preprocess"] != eval_cfg.to_dict():
+        log.info("best.pt (epoch %d) re-evaluated at %d px (it was validated at %s px)", int(best["epoch"]) + 1,
+                 eval_cfg.input_size[0], best["preprocess"]["input_size"][0])
+        data = {**best["config"]["data"], "test_image_size": cfg.data.test_image_size,
+                "test_crop_pct": cfg.data.test_crop_pct}
+        best = {**best, "preprocess": eval_cfg.to_dict(), "config": {**best["config"], "data": data}}
+        _save(best, run_dir / "best.pt")
     labels = list(best["labels"])
     model, pre_cfg = build_model_from_checkpoint(best)
     model.to(device)
