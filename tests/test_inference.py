@@ -95,6 +95,12 @@ def test_explicit_cpu_provider_and_threads(model_path):
     assert m.predict(make_photo(1)).ok
 
 
+def test_cpu_sessions_do_not_spin_idle_threads(model_path):
+    # decoding threads share the cores with onnxruntime's; spinning workers would take cycles from them
+    m = wv.load_model(model_path, providers=["cpu"])
+    assert m.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_requesting_a_missing_gpu_provider_warns_and_falls_back_to_cpu(model_path):
     with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider.*not available.*falling back"):
         m = wv.load_model(model_path, providers=["cuda", "cpu"])
