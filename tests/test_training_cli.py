@@ -87,7 +87,7 @@ def test_bad_config_values_are_messages(tmp_path, capsys):
     pytest.importorskip("albumentations")
     from wildlife_vision.cli import main
 
-    assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--epochs", "2", "--freeze-epochs", "2"]) == 1
-    assert "--freeze-epochs" in capsys.readouterr().err
+    assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--epochs", "2", "--freeze-epochs", "3"]) == 1
+    assert "--freeze-epochs (3) is more than --epochs (2)" in capsys.readouterr().err
     assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--image-size", "4"]) == 1
     assert "--image-size" in capsys.readouterr().err

@@ -156,6 +156,29 @@ def test_resume_of_a_finished_run_with_a_new_test_size_recalibrates(run_dir, tmp
     assert "re-evaluated at 48 px" in (copy / "train.log").read_text()
 
 
+def test_classifier_refit_of_a_finished_run_at_a_new_size(run_dir, synth, tmp_path):
+    """--pretrained RUN/best.pt with --freeze-epochs == --epochs: the backbone's weights stay as they were, its
+    BatchNorm statistics adapt to the new size, a new classifier is trained, and the lineage is recorded."""
+    from training.train import main
+
+    out = tmp_path / "refit"
+    assert main(train_args(synth, out, "--pretrained", str(run_dir / "best.pt"), "--image-size", "40",
+                           "--epochs", "1", "--freeze-epochs", "1")) == 0
+    parent = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    child = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    weights = [k for k, v in parent["model"].items() if v.is_floating_point() and "running_" not in k
+               and not k.startswith("classifier.")]
+    assert weights and all(torch.equal(parent["model"][k], child["model"][k]) for k in weights)
+    stats = [k for k in parent["model"] if k.endswith("running_mean")]
+    assert any(not torch.equal(parent["model"][k], child["model"][k]) for k in stats)
+    assert not torch.equal(parent["model"]["classifier.weight"], child["model"]["classifier.weight"])
+    assert child["preprocess"]["input_size"] == [40, 40]
+    lineage = child["pretrained"]["parent"]
+    assert child["pretrained"]["source"] == "file"
+    assert lineage["image_size"] == 32 and lineage["epochs"] == 3 and lineage["pretrained"]["source"] == "none"
+    assert lineage["manifest_sha256"] == parent["manifest_sha256"]
+
+
 def test_export_graph_and_metadata(exported, run_dir):
     import onnx
 

@@ -52,10 +52,30 @@ class PretrainedInfo:
     detail: str            # file path, package name or hub id
     sha256: str = ""
     loaded_tensors: int = 0
+    # for a file that is a wildlife-vision checkpoint: where its own weights came from and how it was trained
+    parent: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"source": self.source, "detail": self.detail, "sha256": self.sha256,
-                "loaded_tensors": self.loaded_tensors}
+        out = {"source": self.source, "detail": self.detail, "sha256": self.sha256,
+               "loaded_tensors": self.loaded_tensors}
+        if self.parent is not None:
+            out["parent"] = self.parent
+        return out
+
+
+def checkpoint_lineage(obj: Any) -> Optional[Dict[str, Any]]:
+    """What a wildlife-vision checkpoint says about its own training, or None for any other weights file."""
+    if not (isinstance(obj, Mapping) and "format" in obj and isinstance(obj.get("pretrained"), Mapping)
+            and isinstance(obj.get("config"), Mapping)):
+        return None
+    cfg = obj["config"]
+    data, optim = cfg.get("data", {}), cfg.get("optim", {})
+    epoch = obj.get("epoch")
+    return {"pretrained": dict(obj["pretrained"]), "model": cfg.get("model", {}).get("name"),
+            "labels": list(obj.get("labels", [])), "image_size": data.get("image_size"),
+            "epochs": optim.get("epochs"), "epoch": int(epoch) + 1 if isinstance(epoch, int) else None,
+            "val_macro_ap": obj.get("val_macro_ap"), "manifest_sha256": obj.get("manifest_sha256"),
+            "config_sha256": obj.get("config_sha256")}
 
 
 def check_model_name(name: str) -> None:
@@ -91,8 +111,9 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
         if not path.is_file():
             raise WeightsNotFoundError(f"--pretrained {choice}: no such file. Pass a .safetensors or .pth state "
                                        "dict, 'auto' (offline package, then the hub), 'hub' or 'none'.")
-        n = load_into(model, load_state_dict_file(path), str(path))
-        return model, PretrainedInfo("file", str(path), file_sha256(path), n)
+        obj = _load_weights_object(path)
+        n = load_into(model, _unwrap(obj, path), str(path))
+        return model, PretrainedInfo("file", str(path), file_sha256(path), n, checkpoint_lineage(obj))
 
     tried: List[str] = []
     if choice.lower() == "auto" and name in LITE_PACKAGES:
@@ -125,7 +146,11 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
 
 def load_state_dict_file(path: os.PathLike | str) -> Dict[str, torch.Tensor]:
     """Read a state dict from .safetensors, or from a pickle via ``torch.load(weights_only=True)`` only."""
-    path = Path(path)
+    return _unwrap(_load_weights_object(Path(path)), Path(path))
+
+
+def _load_weights_object(path: Path) -> Any:
+    """The file's contents: a safetensors dict, or what ``torch.load(weights_only=True)`` returns."""
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
@@ -143,7 +168,7 @@ def load_state_dict_file(path: os.PathLike | str) -> Dict[str, torch.Tensor]:
                 "it could run arbitrary code. Save a plain state dict (torch.save(model.state_dict(), ...)) or "
                 "convert it to .safetensors.") from None
         raise WeightsNotFoundError(f"cannot read weights from {path}: {msg.splitlines()[0] if msg else e}") from None
-    return _unwrap(obj, path)
+    return obj
 
 
 def _unwrap(obj: Any, path: Path) -> Dict[str, torch.Tensor]:

@@ -184,9 +184,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         for section in (self.data, self.model, self.optim, self.loss, self.aug, self.calib, self.run):
             section.validate()
-        if self.optim.freeze_epochs >= self.optim.epochs and self.optim.freeze_epochs > 0:
-            raise ConfigError(f"--freeze-epochs ({self.optim.freeze_epochs}) must be less than --epochs "
-                              f"({self.optim.epochs}), or the backbone would never be trained")
+        if self.optim.freeze_epochs > self.optim.epochs:
+            raise ConfigError(f"--freeze-epochs ({self.optim.freeze_epochs}) is more than --epochs "
+                              f"({self.optim.epochs}); equal to it keeps the backbone frozen throughout (only the "
+                              "classifier and the BatchNorm statistics train)")
         return self
 
     def replace(self, section: str, **changes: Any) -> "TrainConfig":

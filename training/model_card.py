@@ -40,6 +40,28 @@ FAILURE_MODES = {
 }
 
 
+def _weights_origin(pt: Dict[str, Any]) -> str:
+    """One sentence on where the initial weights came from, following a checkpoint's own lineage."""
+    source, detail = pt.get("source"), pt.get("detail", "")
+    if source == "package":
+        return f"ImageNet-1k, from the offline package `{detail}` (Apache-2.0)"
+    if source == "hub":
+        return f"ImageNet-1k, from the Hugging Face hub `{detail}` (see that model's licence)"
+    if source == "none":
+        return "random initialisation (no pretraining)"
+    sha = f", sha256 `{pt['sha256'][:12]}...`" if pt.get("sha256") else ""
+    parent = pt.get("parent")
+    if source == "file" and parent:
+        at = f" at {parent['image_size']} px" if parent.get("image_size") else ""
+        ep = (f" (epoch {parent['epoch']} of {parent['epochs']})" if parent.get("epoch") and parent.get("epochs")
+              else "")
+        return (f"the fine-tuned backbone of an earlier wildlife-vision run (`{detail}`{sha}: `{parent.get('model')}` "
+                f"fine-tuned{at}{ep} on data with manifest sha256 `{str(parent.get('manifest_sha256'))[:12]}...`, "
+                f"itself initialised from {_weights_origin(parent.get('pretrained', {}))}); its classifier was "
+                "re-initialised and trained again")
+    return f"a local weights file `{detail}`{sha}"
+
+
 def _fmt(x: Optional[float], nd: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{nd}f}"
 
@@ -97,7 +119,7 @@ def render(meta: Dict[str, Any], report: Dict[str, Any], sources: Optional[List[
           "Touvron et al. 2019).")
     pt = training.get("pretrained", {})
     if pt:
-        w(f"- **Initial weights**: ImageNet-1k, from {pt.get('source')} `{pt.get('detail', '')}` (Apache-2.0).")
+        w(f"- **Initial weights**: {_weights_origin(pt)}.")
     w(f"- **Training data**: manifest sha256 `{training.get('manifest_sha256', '?')}`; config sha256 "
       f"`{training.get('config_sha256', '?')}`; best epoch {training.get('best_epoch', '?')} of "
       f"{training.get('epochs', '?')}; seed {training.get('seed', '?')}.")
