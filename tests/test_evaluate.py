@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 
 from helpers import make_photo, make_tiny_model
-from training.evaluate import build_report, default_slice_columns, evaluate_onnx, select_split, summary, write_report
+from training.evaluate import (build_report, default_slice_columns, evaluate_onnx, most_confident_errors, select_split,
+                               summary, write_report)
 from training.manifest import Sample
 
 LABELS = ["ivory", "live_animal"]
@@ -49,6 +51,34 @@ def test_write_report_files(tmp_path):
     assert "| ivory |" in md and "*macro*" in md and "## By `source`" in md
 
 
+def test_most_confident_errors_are_ranked_by_score():
+    y = np.array([[0], [0], [0], [1], [1], [1], [0]], dtype=np.float32)
+    s = np.array([[0.7], [0.95], [0.2], [0.1], [0.45], [0.9], [0.6]], dtype=np.float32)
+    errors = most_confident_errors(y, s, ["ivory"], {"ivory": 0.5}, k=2)
+    assert errors["ivory"]["false_positives"] == [1, 0]  # 0.95, then 0.7 (0.6 is cut by k)
+    assert errors["ivory"]["false_negatives"] == [3, 4]  # 0.1, then 0.45; 0.9 is flagged, so not an error
+
+
+def test_write_report_with_samples_adds_predictions_and_error_sheet(tmp_path):
+    y = np.array([[1, 0], [0, 1], [0, 0], [1, 1]], dtype=np.float32)
+    s = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.6], [0.3, 0.9]], dtype=np.float32)
+    samples = _samples(4)
+    make_photo(0, (60, 40)).save(tmp_path / "0.jpg")
+    samples[1] = Sample(path=str(tmp_path / "0.jpg"), image="0.jpg", labels=(), split="val", extra={"source": "a"})
+    rep = build_report(y, s, LABELS, {"ivory": 0.5, "live_animal": 0.5}, samples, ["source"])
+    write_report(rep, y, s, tmp_path / "out", samples)  # rows 0, 2, 3 point at missing files: drawn as blanks
+    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    assert [r["image"] for r in rows] == ["0.jpg", "0.jpg", "2.jpg", "3.jpg"]
+    assert rows[1]["ivory_true"] == "0" and rows[1]["ivory_score"] == "0.800000" and rows[1]["ivory_flagged"] == "1"
+    assert rows[3]["source"] == "a" and rows[3]["origin"] == "o3"
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["predictions"] == {"file": "predictions.csv", "schema_version": 1}
+    assert saved["most_confident_errors"]["ivory"] == {"false_positives": ["0.jpg"], "false_negatives": ["3.jpg"]}
+    assert saved["most_confident_errors"]["live_animal"] == {"false_positives": ["2.jpg"], "false_negatives": []}
+    assert (tmp_path / "out" / "errors.png").stat().st_size > 0
+    assert "![Most confident errors](errors.png)" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_select_split_explains_missing_split():
     with pytest.raises(ValueError, match="--split all"):
         select_split(_samples(3), "test")
@@ -71,5 +101,8 @@ def test_evaluate_onnx_with_the_tiny_model(tmp_path):
     assert rep["labels"] == LABELS and "source" in rep["slices"]
     assert rep["per_class"]["ivory"]["support"] == 4
     assert (tmp_path / "out" / "report.md").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    assert len(rows) == 13 and all(r["error"] == "" and r["ivory_score"] for r in rows[:12])
+    assert rows[12]["image"] == "img/bad.jpg" and rows[12]["error"] and rows[12]["ivory_score"] == ""
     with pytest.raises(ValueError, match="not in the manifest"):
         evaluate_onnx(model, tmp_path / "m.csv", tmp_path / "out2", slice_by=["platform"])

@@ -82,8 +82,10 @@ def test_run_folder_holds_everything(run_dir):
     from training.train import CHECKPOINT_FORMAT
 
     for name in ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt", "calibration.json",
-                 "eval/report.json", "eval/report.md", "eval/pr_curves.png", "eval/confusion.png"):
+                 "eval/report.json", "eval/report.md", "eval/pr_curves.png", "eval/confusion.png",
+                 "eval/predictions.csv", "eval/errors.png"):
         assert (run_dir / name).is_file(), name
+    assert len((run_dir / "eval/predictions.csv").read_text().splitlines()) == 1 + 4 * 6  # header + every val photo
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert all(e["train_images_per_sec"] > 0 and e["train_images"] > 0 for e in epochs)

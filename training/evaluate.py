@@ -6,18 +6,21 @@ decoding and preprocessing are the inference library's own); training evaluates 
 matplotlib only (no torch).
 
 Outputs in the report folder: ``report.json`` (schema below), ``report.md``, ``pr_curves.png``,
-``confusion.png``.
+``confusion.png``, and when the images are known ``predictions.csv`` (one row per scored image: its manifest
+columns, and per label the truth, the score and whether it is flagged at the threshold) and ``errors.png`` (the
+most confident mistakes per label: flagged negatives with the highest scores, missed positives with the lowest).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +30,9 @@ from .metrics import multilabel_report, precision_recall_curve
 log = logging.getLogger(__name__)
 
 REPORT_SCHEMA_VERSION = 1
+PREDICTIONS_SCHEMA_VERSION = 1
 MAX_SLICE_VALUES = 20
+ERRORS_PER_ROW = 6
 
 
 def default_slice_columns(samples: Sequence[Sample], columns: Sequence[str]) -> List[str]:
@@ -121,6 +126,9 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {value or '(empty)'} | {g['n_images']} | {_fmt(g['macro']['ap'])} | "
                          + " | ".join(cells) + " |")
     lines += ["", "![PR curves](pr_curves.png)", "", "![Confusion](confusion.png)", ""]
+    if report.get("predictions"):
+        lines += [f"Per-image scores: `{report['predictions']['file']}`. The most confident mistakes per label:", "",
+                  "![Most confident errors](errors.png)", ""]
     return "\n".join(lines)
 
 
@@ -175,10 +183,110 @@ def plot_confusion(report: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, out_dir: Path) -> Path:
-    """Write report.json, report.md, pr_curves.png and confusion.png into ``out_dir``; returns report.json's path."""
+def write_predictions(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                      thresholds: Mapping[str, float], samples: Sequence[Sample], path: Path,
+                      failures: Sequence[Tuple[Sample, str]] = ()) -> None:
+    """One CSV row per image: image, split, its extra manifest columns, per label ``<label>_true``,
+    ``<label>_score`` and ``<label>_flagged`` (score at or above the threshold), then ``error``. Images that could
+    not be read (``failures``) come last, with their truth, empty scores and the error."""
+    extra = sorted({c for s in [*samples, *(f[0] for f in failures)] for c in s.extra})
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "split", *extra, *(f"{lab}_{k}" for lab in labels for k in ("true", "score", "flagged")),
+                    "error"])
+        for i, s in enumerate(samples):
+            cells: List[Any] = [s.image, s.split, *(s.extra.get(c, "") for c in extra)]
+            for j, lab in enumerate(labels):
+                cells += [int(y_true[i, j]), f"{float(scores[i, j]):.6f}", int(scores[i, j] >= thresholds[lab])]
+            w.writerow([*cells, ""])
+        for s, error in failures:
+            cells = [s.image, s.split, *(s.extra.get(c, "") for c in extra)]
+            for lab in labels:
+                cells += [int(lab in s.labels), "", ""]
+            w.writerow([*cells, error])
+
+
+def most_confident_errors(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                          thresholds: Mapping[str, float], k: int = ERRORS_PER_ROW) -> Dict[str, Dict[str, List[int]]]:
+    """Row indices of the ``k`` highest-scored false positives and ``k`` lowest-scored false negatives per label."""
+    out = {}
+    for j, lab in enumerate(labels):
+        flagged = scores[:, j] >= thresholds[lab]
+        fp = np.flatnonzero(flagged & (y_true[:, j] == 0))
+        fn = np.flatnonzero(~flagged & (y_true[:, j] == 1))
+        out[lab] = {"false_positives": fp[np.argsort(-scores[fp, j], kind="stable")][:k].tolist(),
+                    "false_negatives": fn[np.argsort(scores[fn, j], kind="stable")][:k].tolist()}
+    return out
+
+
+def _thumbnail(path: str, size: int) -> Optional[np.ndarray]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            return np.asarray(im)
+    except Exception:  # noqa: BLE001 - an unreadable file is drawn as a blank tile, never fatal for a report
+        return None
+
+
+def plot_errors(errors: Mapping[str, Mapping[str, List[int]]], scores: np.ndarray, labels: Sequence[str],
+                samples: Sequence[Sample], path: Path, thumb: int = 160) -> None:
+    """A contact sheet: per label, one row of confident false positives and one of confident false negatives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(lab, kind) for lab in labels for kind in ("false_positives", "false_negatives")]
+    k = max([ERRORS_PER_ROW] + [len(errors[lab][kind]) for lab, kind in rows])
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.9 * k, 2.3 * len(rows)), dpi=100, squeeze=False)
+    for r, (lab, kind) in enumerate(rows):
+        idx = errors[lab][kind]
+        what = "flagged, not" if kind == "false_positives" else "missed"
+        for c in range(k):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"{lab}\n{what} {lab}" if idx else f"{lab}\n{what} {lab}\n(none)", fontsize=8)
+            if c >= len(idx):
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                continue
+            i = idx[c]
+            img = _thumbnail(samples[i].path, thumb)
+            if img is None:
+                ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            else:
+                ax.imshow(img)
+            name = Path(samples[i].image).name
+            ax.set_title(f"{scores[i, labels.index(lab)]:.3f}\n{name[:22]}", fontsize=7)
+    fig.suptitle("Most confident errors at the operating thresholds (score, image)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, out_dir: Path,
+                 samples: Optional[Sequence[Sample]] = None,
+                 failures: Sequence[Tuple[Sample, str]] = ()) -> Path:
+    """Write report.json, report.md, pr_curves.png and confusion.png into ``out_dir``, and with ``samples`` (one
+    per row of ``scores``) predictions.csv (with a row, and its error, for each of ``failures`` too) and
+    errors.png (``report`` then gains the keys ``predictions`` and
+    ``most_confident_errors``); returns report.json's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if samples is not None:
+        labels, thresholds = list(report["labels"]), report["thresholds"]
+        write_predictions(y_true, scores, labels, thresholds, samples, out_dir / "predictions.csv", failures)
+        errors = most_confident_errors(y_true, scores, labels, thresholds)
+        plot_errors(errors, scores, labels, samples, out_dir / "errors.png")
+        report["predictions"] = {"file": "predictions.csv", "schema_version": PREDICTIONS_SCHEMA_VERSION}
+        report["most_confident_errors"] = {lab: {kind: [samples[i].image for i in idx] for kind, idx in d.items()}
+                                           for lab, d in errors.items()}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
     plot_pr_curves(y_true, scores, report["labels"], report["thresholds"], out_dir / "pr_curves.png")
@@ -198,18 +306,19 @@ def select_split(samples: Sequence[Sample], split: str) -> List[Sample]:
 
 
 def score_onnx(model: Any, samples: Sequence[Sample], batch_size: int = 32, workers: int = 1):
-    """Score samples with a loaded ``wildlife_vision`` model; returns (scores, kept samples, n skipped)."""
-    rows, kept, skipped = [], [], 0
+    """Score samples with a loaded ``wildlife_vision`` model; returns (scores, kept samples, failures), where
+    failures lists (sample, error message) for each image that could not be read."""
+    rows, kept, failures = [], [], []
     preds = model.predict_iter([s.path for s in samples], batch_size=batch_size, workers=workers)
     for s, p in zip(samples, preds):
         if p.error is not None:
             log.warning("skipping unreadable image %s: %s", s.image, p.error)
-            skipped += 1
+            failures.append((s, str(p.error)))
             continue
         rows.append([p.scores[lab] for lab in model.labels])
         kept.append(s)
     scores = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(model.labels))
-    return scores, kept, skipped
+    return scores, kept, failures
 
 
 def score_checkpoint(checkpoint: Path, samples: Sequence[Sample], batch_size: int = 32, workers: int = 2):
@@ -266,15 +375,18 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
                          f"{', '.join(m.columns) or 'none'})")
     if is_checkpoint:
         scores, kept, skipped, _, thresholds = score_checkpoint(ckpt_path, samples, batch_size, workers)
+        kept_ids = {id(s) for s in kept}
+        failures = [(s, "unreadable image (see the log)") for s in samples if id(s) not in kept_ids]
     else:
-        scores, kept, skipped = score_onnx(model, samples, batch_size=batch_size, workers=workers)
+        scores, kept, failures = score_onnx(model, samples, batch_size=batch_size, workers=workers)
+        skipped = len(failures)
         thresholds = model.thresholds
     if not kept:
         raise ValueError(f"none of the {len(samples)} image(s) in split '{split}' could be read")
     y = targets_for(kept, labels)
     info.update({"manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": skipped})
     report = build_report(y, scores, labels, thresholds, kept, cols, info)
-    write_report(report, y, scores, output)
+    write_report(report, y, scores, output, kept, failures)
     return report
 
 

@@ -463,7 +463,9 @@ def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], dev
     info = {"model": str(run_dir / "best.pt"), "manifest": cfg.data.manifest, "manifest_sha256":
             best["manifest_sha256"], "split": "val", "skipped_images": skipped, "epoch": int(best["epoch"]) + 1}
     report = build_report(y, scores, labels, thresholds, kept, default_slice_columns(kept, columns), info)
-    write_report(report, y, scores, run_dir / "eval")
+    scored = set(int(i) for i in idx)
+    failures = [(s, "unreadable image (see train.log)") for i, s in enumerate(val_samples) if i not in scored]
+    write_report(report, y, scores, run_dir / "eval", kept, failures)
     return RunResult(run_dir=run_dir, best_epoch=int(best["epoch"]) + 1, val_macro_ap=report["macro"]["ap"],
                      report=report, calibration=calibration, thresholds=thresholds, images_per_sec=0.0,
                      skipped_images=0, stopped_early=False)
