@@ -181,6 +181,18 @@ def test_classifier_refit_of_a_finished_run_at_a_new_size(run_dir, synth, tmp_pa
     assert lineage["manifest_sha256"] == parent["manifest_sha256"]
 
 
+def test_training_with_mixup_and_cutmix(synth, tmp_path):
+    from training.config import TrainConfig
+    from training.train import main
+
+    out = tmp_path / "mixed"
+    assert main(train_args(synth, out, "--epochs", "1", "--mixup", "0.2", "--cutmix", "1.0", "--mixup-prob", "0.8")) == 0
+    assert "mixing training batches: mixup alpha 0.2, cutmix alpha 1, 80% of batches" in (out / "train.log").read_text()
+    cfg = TrainConfig.load_yaml(out / "config.yaml")
+    assert (cfg.aug.mixup, cfg.aug.cutmix, cfg.aug.mixup_prob) == (0.2, 1.0, 0.8)
+    assert np.isfinite(json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["train_loss"])
+
+
 def test_export_graph_and_metadata(exported, run_dir):
     import onnx
 

@@ -137,7 +137,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--aug-scale-min", type=float, default=_D.aug.scale_min,
                    help="smallest area fraction of the random resized crop")
     g.add_argument("--no-aug", action="store_true",
-                   help="only random resized crop at full scale and flips; no colour, blur, JPEG or perspective")
+                   help="only random resized crop at full scale and flips; no colour, blur, JPEG, perspective "
+                   "or mixing")
+    g.add_argument("--mixup", type=float, default=_D.aug.mixup, metavar="ALPHA",
+                   help="Mixup: blend each batch with itself reversed, weight ~ Beta(ALPHA, ALPHA), targets blended "
+                   "alike (timm's --mixup; 0.2 is common; 0 = off)")
+    g.add_argument("--cutmix", type=float, default=_D.aug.cutmix, metavar="ALPHA",
+                   help="CutMix: paste a box of the partner photo, area ~ Beta(ALPHA, ALPHA); targets blended by "
+                   "area (1.0 is common; 0 = off). With --mixup too, each mixed batch uses one of the two")
+    g.add_argument("--mixup-prob", type=float, default=_D.aug.mixup_prob, metavar="P",
+                   help="share of batches mixed when --mixup or --cutmix is on")
 
     g = p.add_argument_group("calibration (after training, on the validation split)")
     c = g.add_mutually_exclusive_group()
@@ -176,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         value = args.calibrate_precision if args.calibrate_precision is not None else _D.calib.value
         calib = CalibCfg(target="precision", value=value, review_recall=args.review_recall)
-    aug = AugCfg(scale_min=args.aug_scale_min)
+    aug = AugCfg(scale_min=args.aug_scale_min, mixup=args.mixup, cutmix=args.cutmix, mixup_prob=args.mixup_prob)
     if args.no_aug:
         aug = AugCfg(scale_min=1.0, color=0.0, blur=0.0, jpeg=0.0, perspective=0.0)
     return TrainConfig(

@@ -132,10 +132,19 @@ class AugCfg:
     blur: float = 0.15
     jpeg: float = 0.3                     # JPEG recompression (quality 35..95)
     perspective: float = 0.2
+    mixup: float = 0.0                    # Mixup Beta(alpha, alpha); 0 = off (training/mixing.py)
+    cutmix: float = 0.0                   # CutMix Beta(alpha, alpha); 0 = off
+    mixup_prob: float = 1.0               # share of batches mixed when either is on
 
     def validate(self) -> None:
         if not 0.05 <= self.scale_min <= 1.0:
             raise ConfigError(f"--aug-scale-min must be in [0.05, 1], got {self.scale_min}")
+        for name in ("mixup", "cutmix"):
+            if not 0.0 <= getattr(self, name) <= 10.0:
+                raise ConfigError(f"--{name} (a Beta distribution's alpha) must be in [0, 10], got "
+                                  f"{getattr(self, name)}")
+        if not 0.0 <= self.mixup_prob <= 1.0:
+            raise ConfigError(f"--mixup-prob must be in [0, 1], got {self.mixup_prob}")
         for name in ("hflip", "color", "blur", "jpeg", "perspective"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -219,6 +228,9 @@ class TrainConfig:
         d["run"].pop("keep_freed_memory", None)  # speed only
         d["data"].pop("test_image_size", None)  # evaluation only
         d["data"].pop("test_crop_pct", None)
+        for key, default in (("mixup", 0.0), ("cutmix", 0.0), ("mixup_prob", 1.0)):  # added later: hashes of
+            if d["aug"].get(key) == default:                                         # older configs stay valid
+                d["aug"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
 
     def save_yaml(self, path: Path) -> None:

@@ -36,6 +36,7 @@ from .evaluate import build_report, default_slice_columns, write_report
 from .losses import build_loss
 from .manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
 from .metrics import average_precision, macro_ap
+from .mixing import BatchMixer
 
 log = logging.getLogger("training")
 
@@ -276,6 +277,10 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     val_loader = make_loader(val_ds, cfg.data.batch_size, cfg.data.workers, device)
     steps_per_epoch = max(1, len(train_loader))
 
+    mixer = BatchMixer.from_config(cfg.aug, cfg.run.seed + 1000 * (int(ckpt["epoch"]) + 1 if ckpt else 0))
+    if mixer is not None:
+        log.info("mixing training batches: mixup alpha %g, cutmix alpha %g, %.0f%% of batches", cfg.aug.mixup,
+                 cfg.aug.cutmix, 100 * cfg.aug.mixup_prob)
     loss_fn = build_loss(cfg.loss, train_ds.targets).to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
     schedule = WarmupCosine(int(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.epochs * steps_per_epoch,
@@ -340,6 +345,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
                 continue
             x = batch.images.to(device, non_blocking=True)
             y = batch.targets.to(device, non_blocking=True)
+            if mixer is not None:
+                x, y = mixer(x, y)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
