@@ -321,10 +321,18 @@ def score_onnx(model: Any, samples: Sequence[Sample], batch_size: int = 32, work
     return scores, kept, failures
 
 
+def unscored(samples: Sequence[Sample], scored: Sequence[int], reason: str) -> List[Tuple[Sample, str]]:
+    """(sample, reason) for each of ``samples`` whose index is not in ``scored``: the photos a torch loader
+    skipped as unreadable (it logs why)."""
+    done = set(int(i) for i in scored)
+    return [(s, reason) for i, s in enumerate(samples) if i not in done]
+
+
 def score_checkpoint(checkpoint: Path, samples: Sequence[Sample], batch_size: int = 32, workers: int = 2):
     """Score samples with a training checkpoint (torch, CPU) on ``wildlife_vision.preprocess`` inputs.
 
-    Returns (scores, kept samples, n skipped, labels, thresholds from the run's calibration.json or 0.5).
+    Returns (scores, kept samples, failures as in :func:`score_onnx`, labels, thresholds from the run's
+    calibration.json or 0.5).
     """
     import torch
 
@@ -336,11 +344,12 @@ def score_checkpoint(checkpoint: Path, samples: Sequence[Sample], batch_size: in
     model, cfg = build_model_from_checkpoint(ckpt)
     model.to(memory_format=torch.channels_last)
     loader = make_loader(ImageDataset(samples, labels, cfg), batch_size, workers, torch.device("cpu"))
-    scores, idx, skipped, _ = predict(model, loader, torch.device("cpu"), True, False)
+    scores, idx, _, _ = predict(model, loader, torch.device("cpu"), True, False)
     cal_path = Path(checkpoint).parent / "calibration.json"
     thresholds = (json.loads(cal_path.read_text(encoding="utf-8"))["thresholds"] if cal_path.is_file()
                   else {lab: 0.5 for lab in labels})
-    return scores.reshape(len(idx), len(labels)), [samples[i] for i in idx], skipped, labels, thresholds
+    failures = unscored(samples, idx, "unreadable image (see the log)")
+    return scores.reshape(len(idx), len(labels)), [samples[i] for i in idx], failures, labels, thresholds
 
 
 def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = "val",
@@ -374,17 +383,14 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
         raise ValueError(f"--slice-by column(s) {unknown} are not in the manifest (its extra columns: "
                          f"{', '.join(m.columns) or 'none'})")
     if is_checkpoint:
-        scores, kept, skipped, _, thresholds = score_checkpoint(ckpt_path, samples, batch_size, workers)
-        kept_ids = {id(s) for s in kept}
-        failures = [(s, "unreadable image (see the log)") for s in samples if id(s) not in kept_ids]
+        scores, kept, failures, _, thresholds = score_checkpoint(ckpt_path, samples, batch_size, workers)
     else:
         scores, kept, failures = score_onnx(model, samples, batch_size=batch_size, workers=workers)
-        skipped = len(failures)
         thresholds = model.thresholds
     if not kept:
         raise ValueError(f"none of the {len(samples)} image(s) in split '{split}' could be read")
     y = targets_for(kept, labels)
-    info.update({"manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": skipped})
+    info.update({"manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": len(failures)})
     report = build_report(y, scores, labels, thresholds, kept, cols, info)
     write_report(report, y, scores, output, kept, failures)
     return report

@@ -32,7 +32,7 @@ from .backbones import PretrainedInfo, create_backbone, init_head, preprocess_co
 from .calibrate import calibrate
 from .config import TrainConfig
 from .data import EpochSampler, ImageDataset, make_loader
-from .evaluate import build_report, default_slice_columns, write_report
+from .evaluate import build_report, default_slice_columns, unscored, write_report
 from .losses import build_loss
 from .manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
 from .metrics import average_precision, macro_ap
@@ -470,8 +470,7 @@ def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], dev
     info = {"model": str(run_dir / "best.pt"), "manifest": cfg.data.manifest, "manifest_sha256":
             best["manifest_sha256"], "split": "val", "skipped_images": skipped, "epoch": int(best["epoch"]) + 1}
     report = build_report(y, scores, labels, thresholds, kept, default_slice_columns(kept, columns), info)
-    scored = set(int(i) for i in idx)
-    failures = [(s, "unreadable image (see train.log)") for i, s in enumerate(val_samples) if i not in scored]
+    failures = unscored(val_samples, idx, "unreadable image (see train.log)")
     write_report(report, y, scores, run_dir / "eval", kept, failures)
     return RunResult(run_dir=run_dir, best_epoch=int(best["epoch"]) + 1, val_macro_ap=report["macro"]["ap"],
                      report=report, calibration=calibration, thresholds=thresholds, images_per_sec=0.0,
