@@ -28,8 +28,8 @@ FAILURE_MODES = {
         "**Object form over material**: glass, glazed ceramic (celadon, blanc de Chine), stone and pottery objects "
         "shaped like typical ivory objects (hairpins, recorders and flutes, standing figurines, carved boxes and "
         "plaques) can score as high as ivory. In the wildtrade-v1 validation split every fine-tuned model tried "
-        "had the same handful of such confident false positives, whose nearest training photos are mostly ivory "
-        "objects of the same form: the museum data ties object types to the label.",
+        "had such confident false positives, largely the same photos, whose nearest training photos are mostly "
+        "ivory objects of the same form: the museum data ties object types to the label.",
         "**Legal ivory**: mammoth (fossil), walrus, narwhal, hippo and certified antique ivory are scored like "
         "elephant ivory. The score is a reason to look, not a finding of illegality.",
         "**Museum photos are not listing photos**: training ivory comes from studio photos on plain backgrounds. "
