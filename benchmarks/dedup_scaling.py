@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.curation.dedup import (COMBOS, DEFAULT_THRESHOLD, DEFAULT_VERIFY_THRESHOLD,  # noqa: E402
+from wildlife_vision.data.dedup import (COMBOS, DEFAULT_THRESHOLD, DEFAULT_VERIFY_THRESHOLD,  # noqa: E402
                                      candidate_pairs, verify_pairs)
-from training.curation.hashing import hash_image, scan_paths  # noqa: E402
-from training.curation.manifest_io import read_manifest  # noqa: E402
+from wildlife_vision.data.hashing import hash_image, scan_paths  # noqa: E402
+from wildlife_vision.data.manifest_io import read_manifest  # noqa: E402
 
 
 def real_paths():
@@ -46,7 +46,7 @@ def real_paths():
 
 
 def generated_paths(n: int, folder: Path):
-    from training.curation.synthetic import write_scene
+    from synthetic import write_scene
 
     return [str(write_scene(folder / f"{i:05d}.jpg", i, size=(448, 336))) for i in range(n)], "generated"
 
@@ -95,7 +95,7 @@ def bench_search(p64, p256, sizes, workers, rng):
 
 
 def bench_recall(paths, n, rng):
-    from training.curation.synthetic import NEAR_COPIES, _crop, _jpeg, watermark
+    from synthetic import NEAR_COPIES, _crop, _jpeg, watermark
     from wildlife_vision.preprocess import load_image
 
     edits = dict(NEAR_COPIES)

@@ -67,9 +67,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from training.backbones import create_backbone, preprocess_config_for
-    from training.manifest import read_manifest
-    from training.metrics import average_precision, roc_auc
+    from wildlife_vision_train.backbones import create_backbone, preprocess_config_for
+    from wildlife_vision.data.manifest import read_manifest
+    from wildlife_vision.evaluation.metrics import average_precision, roc_auc
 
     torch.manual_seed(0)
     manifest = read_manifest(args.data)

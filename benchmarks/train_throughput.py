@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.benchmark import find_photos, machine_info, train_throughput  # noqa: E402
+from wildlife_vision_train.benchmark import find_photos, machine_info, train_throughput  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import make_tiny_model, write_photos
 
-from training import benchmark as B
+from wildlife_vision_train import benchmark as B
 from wildlife_vision.cli import main
 
 FAST = ["--no-torch", "--seconds", "0.05", "--latency-photos", "4", "--batch-sizes", "1", "4",

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from training.curation.synthetic import NEAR_COPIES, scene, write_scene
-from training.curation.dedup import (SCHEMA, DedupParams, candidate_pairs, embedding_pairs, find_duplicates,
+from synthetic import NEAR_COPIES, scene, write_scene
+from wildlife_vision.data.dedup import (SCHEMA, DedupParams, candidate_pairs, embedding_pairs, find_duplicates,
                                      verify_pairs)
-from training.curation.hashing import dct_matrix, hash_image, phash64, scan_file, scan_paths
-from training.curation.manifest_io import read_manifest, write_manifest
+from wildlife_vision.data.hashing import dct_matrix, hash_image, phash64, scan_file, scan_paths
+from wildlife_vision.data.manifest_io import read_manifest, write_manifest
 from wildlife_vision.cli import main
 
 
@@ -79,7 +79,7 @@ def test_pair_search_equals_brute_force_and_threads_agree():
     assert got1 == set(zip(a2.tolist(), b2.tolist()))
     assert {(i, i + 150) for i in range(150)} <= got1
     # brute force over the same window combinations
-    from training.curation.dedup import COMBOS
+    from wildlife_vision.data.dedup import COMBOS
     d = np.full((300, 300), 99)
     for i, j in COMBOS:
         d = np.minimum(d, np.bitwise_count(p[:, i, None] ^ p[None, :, j]))
@@ -218,7 +218,7 @@ def test_real_data_duplicate_is_found(wildtrade_manifest, tmp_path):
 
 
 def test_popcount_lookup_table_matches_bitwise_count():
-    from training.curation.hashing import _popcount_lut
+    from wildlife_vision.data.hashing import _popcount_lut
 
     x = np.random.default_rng(1).integers(0, 2 ** 63, size=(7, 5), dtype=np.uint64) * np.uint64(3)
     assert np.array_equal(_popcount_lut(x), np.bitwise_count(x))

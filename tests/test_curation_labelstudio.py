@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from training.curation.labelstudio import (import_labelstudio, parse_thresholds, predictions_to_tasks,
+from wildlife_vision.data.labelstudio import (import_labelstudio, parse_thresholds, predictions_to_tasks,
                                            read_prediction_records, resolve_image_url)
-from training.curation.synthetic import write_scene
+from synthetic import write_scene
 from wildlife_vision.cli import main
 
 

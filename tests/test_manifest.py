@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_photo
-from training.manifest import (TAXONOMY, ManifestError, assign_splits, read_manifest, targets_for)
+from wildlife_vision.data.manifest import (TAXONOMY, ManifestError, assign_splits, read_manifest, targets_for)
 
 REPO = Path(__file__).resolve().parents[1]
 

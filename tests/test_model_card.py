@@ -5,7 +5,7 @@ import json
 
 from helpers import make_tiny_model
 
-from training.model_card import _accuracy, _weights_origin, render, sources_and_licences
+from wildlife_vision.evaluation.model_card import _accuracy, _weights_origin, render, sources_and_licences
 from wildlife_vision.cli import main
 from wildlife_vision.model import load_model
 

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from training import backbones  # noqa: E402
-from training.backbones import (ScoresAndEmbedding, UnsafeWeightsError, WeightsNotFoundError, check_wrapper,  # noqa: E402
+from wildlife_vision_train import backbones  # noqa: E402
+from wildlife_vision_train.backbones import (ScoresAndEmbedding, UnsafeWeightsError, WeightsNotFoundError, check_wrapper,  # noqa: E402
                                 create_backbone, init_head, load_state_dict_file, preprocess_config_for)
 
 TINY = "test_efficientnet"

@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from wildlife_vision.cli import EXIT_MISSING_EXTRA, build_parser
+from wildlife_vision.cli import build_parser
+from wildlife_vision.exitcodes import EXIT_MISSING_EXTRA, EXIT_USAGE
 
 COMMANDS = ("train", "evaluate", "export")
 
@@ -44,22 +45,24 @@ _NO_TORCH = textwrap.dedent("""
     import sys
     for name in ("torch", "timm", "albumentations", "matplotlib"):
         sys.modules[name] = None   # importing them now raises ImportError
-    import training.cli            # must not need them
+    import wildlife_vision_train.cli            # must not need them
     from wildlife_vision.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--data", "m.csv", "--output", "run"],
-    ["evaluate", "--model", "m.onnx", "--data", "m.csv", "--output", "rep"],
-    ["export", "run", "--output", "m.onnx"],
+@pytest.mark.parametrize("argv,extra", [
+    (["train", "--data", "m.csv", "--output", "run"], "train"),
+    (["evaluate", "--model", "m.onnx", "--data", "m.csv", "--output", "rep"], "eval"),  # plots: matplotlib only
+    (["evaluate", "--model", "run_dir", "--data", "m.csv", "--output", "rep"], "train"),  # a checkpoint: torch
+    (["export", "run", "--output", "m.onnx"], "train"),
 ])
-def test_without_the_train_extra_the_command_names_it(argv, tmp_path):
+def test_without_the_train_extra_the_command_names_it(argv, extra, tmp_path):
+    (tmp_path / "run_dir").mkdir()
     proc = subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, cwd=tmp_path,
                           timeout=60)
     assert proc.returncode == EXIT_MISSING_EXTRA, proc.stderr
-    assert "pip install 'wildlife-vision[train]'" in proc.stderr
+    assert f"pip install 'wildlife-vision[{extra}]'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -75,9 +78,9 @@ def test_resume_without_checkpoint_and_train_without_data(tmp_path, capsys):
     pytest.importorskip("albumentations")
     from wildlife_vision.cli import main
 
-    assert main(["train", "--resume", "--output", str(tmp_path)]) == 1
+    assert main(["train", "--resume", "--output", str(tmp_path)]) == EXIT_USAGE
     assert "no checkpoint" in capsys.readouterr().err
-    assert main(["train", "--output", str(tmp_path)]) == 1
+    assert main(["train", "--output", str(tmp_path)]) == EXIT_USAGE
     assert "--data MANIFEST is required" in capsys.readouterr().err
 
 
@@ -87,7 +90,7 @@ def test_bad_config_values_are_messages(tmp_path, capsys):
     pytest.importorskip("albumentations")
     from wildlife_vision.cli import main
 
-    assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--epochs", "2", "--freeze-epochs", "3"]) == 1
+    assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--epochs", "2", "--freeze-epochs", "3"]) == EXIT_USAGE
     assert "--freeze-epochs (3) is more than --epochs (2)" in capsys.readouterr().err
-    assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--image-size", "4"]) == 1
+    assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--image-size", "4"]) == EXIT_USAGE
     assert "--image-size" in capsys.readouterr().err

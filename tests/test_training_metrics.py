@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibrate import calibrate, pick_threshold
-from training.metrics import (average_precision, confusion, macro_ap, multilabel_report, precision_recall_curve, prf,
+from wildlife_vision.evaluation.calibrate import calibrate, pick_threshold
+from wildlife_vision.evaluation.metrics import (average_precision, confusion, macro_ap, multilabel_report, precision_recall_curve, prf,
                               roc_auc)
 
 Y = np.array([1, 0, 1, 1, 0, 0, 1, 0])

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.config import AugCfg, ConfigError, TrainConfig  # noqa: E402
-from training.mixing import BatchMixer  # noqa: E402
+from wildlife_vision_train.config import AugCfg, ConfigError, TrainConfig  # noqa: E402
+from wildlife_vision_train.mixing import BatchMixer  # noqa: E402
 
 
 def _batch(n=4, h=16, w=12):

@@ -59,7 +59,7 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(synth, tmp_path_factory):
-    from training.train import main
+    from wildlife_vision_train.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "run"
     t0 = time.time()
@@ -70,7 +70,7 @@ def run_dir(synth, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir, tmp_path_factory):
-    from training.export import export_run
+    from wildlife_vision_train.export import export_run
 
     out = tmp_path_factory.mktemp("export") / "model.onnx"
     result = export_run(run_dir, out, int8=True, name="synthetic", version="0.1.0", calib_images=24)
@@ -78,8 +78,8 @@ def exported(run_dir, tmp_path_factory):
 
 
 def test_run_folder_holds_everything(run_dir):
-    from training.config import TrainConfig
-    from training.train import CHECKPOINT_FORMAT
+    from wildlife_vision_train.config import TrainConfig
+    from wildlife_vision_train.checkpoint import CHECKPOINT_FORMAT
 
     for name in ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt", "calibration.json",
                  "eval/report.json", "eval/report.md", "eval/pr_curves.png", "eval/confusion.png",
@@ -108,7 +108,7 @@ def test_it_learns_the_colours(run_dir):
 
 
 def test_resume_continues_and_extends(run_dir, tmp_path):
-    from training.train import main
+    from wildlife_vision_train.cli import main
 
     copy = tmp_path / "resumed"
     shutil.copytree(run_dir, copy)
@@ -122,9 +122,9 @@ def test_test_image_size_is_used_for_validation_calibration_and_export(synth, tm
     """Train at 32 px, validate and export at 40 px (timm's test_input_size); the weights' hash ignores it."""
     import onnx
 
-    from training.config import TrainConfig
-    from training.export import export_run
-    from training.train import main
+    from wildlife_vision_train.config import TrainConfig
+    from wildlife_vision_train.export import export_run
+    from wildlife_vision_train.cli import main
 
     out = tmp_path / "fixres"
     assert main(train_args(synth, out, "--epochs", "1", "--test-image-size", "40", "--test-crop-pct", "0.9")) == 0
@@ -141,7 +141,7 @@ def test_test_image_size_is_used_for_validation_calibration_and_export(synth, tm
 
 
 def test_resume_of_a_finished_run_with_a_new_test_size_recalibrates(run_dir, tmp_path):
-    from training.train import main
+    from wildlife_vision_train.cli import main
 
     copy = tmp_path / "retest"
     shutil.copytree(run_dir, copy)
@@ -161,7 +161,7 @@ def test_resume_of_a_finished_run_with_a_new_test_size_recalibrates(run_dir, tmp
 def test_classifier_refit_of_a_finished_run_at_a_new_size(run_dir, synth, tmp_path):
     """--pretrained RUN/best.pt with --freeze-epochs == --epochs: the backbone's weights stay as they were, its
     BatchNorm statistics adapt to the new size, a new classifier is trained, and the lineage is recorded."""
-    from training.train import main
+    from wildlife_vision_train.cli import main
 
     out = tmp_path / "refit"
     assert main(train_args(synth, out, "--pretrained", str(run_dir / "best.pt"), "--image-size", "40",
@@ -182,8 +182,8 @@ def test_classifier_refit_of_a_finished_run_at_a_new_size(run_dir, synth, tmp_pa
 
 
 def test_training_with_mixup_and_cutmix(synth, tmp_path):
-    from training.config import TrainConfig
-    from training.train import main
+    from wildlife_vision_train.config import TrainConfig
+    from wildlife_vision_train.cli import main
 
     out = tmp_path / "mixed"
     assert main(train_args(synth, out, "--epochs", "1", "--mixup", "0.2", "--cutmix", "1.0", "--mixup-prob", "0.8")) == 0
@@ -226,8 +226,8 @@ def test_numpy_preprocessing_and_exported_model_agree(exported, run_dir, synth):
     """torch on wildlife_vision.preprocess() == onnxruntime on it == load_model(exported).predict(path)."""
     import onnxruntime as ort
 
-    from training.backbones import ScoresAndEmbedding
-    from training.train import build_model_from_checkpoint, load_checkpoint
+    from wildlife_vision_train.backbones import ScoresAndEmbedding
+    from wildlife_vision_train.checkpoint import build_model_from_checkpoint, load_checkpoint
     from wildlife_vision import load_model
     from wildlife_vision.preprocess import preprocess
 
@@ -275,33 +275,34 @@ def test_evaluate_command_on_the_exported_model(exported, synth, tmp_path, capsy
 
 
 def test_corrupt_image_met_during_training_is_skipped_and_counted(tmp_path, monkeypatch):
-    import training.train as train_mod
+    import wildlife_vision_train.train as train_mod
 
     manifest = write_synthetic_manifest(tmp_path / "data", n_train=4, n_val=2, corrupt=2)
     real = train_mod.read_manifest
     # the up-front validation would refuse these rows; simulate files that break after validation
     monkeypatch.setattr(train_mod, "read_manifest", lambda *a, **k: real(*a, **{**k, "check_images": False}))
     out = tmp_path / "run"
-    assert train_mod.main(train_args(manifest, out, "--epochs", "1")) == 0
+    from wildlife_vision_train.cli import main
+    assert main(train_args(manifest, out, "--epochs", "1")) == 0
     (epoch,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epoch["train_skipped"] == 2
     assert "skipping unreadable image" in (out / "train.log").read_text()
 
 
-def test_invalid_manifest_gives_one_report_and_exit_code_1(tmp_path, capsys):
+def test_invalid_manifest_gives_one_report_and_exit_code_2(tmp_path, capsys):
     from wildlife_vision.cli import main
 
     (tmp_path / "m.csv").write_text("image,labels\nmissing.jpg,ivory\nalso_missing.jpg,dragon\n")
     code = main(["train", "--data", str(tmp_path / "m.csv"), "--model", "test_efficientnet", "--pretrained", "none",
                  "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # bad input is a usage error, as in every command
     assert "missing file" in err and "unknown label" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
 def test_checkpoint_and_exported_model_evaluate_alike(exported, run_dir, synth, tmp_path):
-    from training.evaluate import evaluate_model
+    from wildlife_vision.evaluation.evaluate import evaluate_model
 
     torch_report = evaluate_model(run_dir, synth, tmp_path / "pt", workers=0)
     onnx_report = evaluate_model(exported.path, synth, tmp_path / "onnx")
@@ -316,10 +317,10 @@ def test_checkpoint_and_exported_model_evaluate_alike(exported, run_dir, synth, 
 
 
 def test_an_existing_run_is_not_overwritten_by_accident(run_dir, synth, capsys):
-    from training.train import main
+    from wildlife_vision_train.cli import main
 
     before = (run_dir / "best.pt").read_bytes()
-    assert main(train_args(synth, run_dir, "--epochs", "1")) == 1
+    assert main(train_args(synth, run_dir, "--epochs", "1")) == 2
     err = capsys.readouterr().err
     assert "already holds a training run" in err and "--resume" in err and "--exist-ok" in err
     assert (run_dir / "best.pt").read_bytes() == before

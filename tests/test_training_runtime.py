@@ -1,4 +1,4 @@
-"""training.runtime.keep_freed_memory: freed large blocks are reused instead of page-faulted in again."""
+"""wildlife_vision_train.runtime.keep_freed_memory: freed large blocks are reused instead of page-faulted in again."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PROBE = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "on":
-    from training.runtime import keep_freed_memory
+    from wildlife_vision_train.runtime import keep_freed_memory
     assert keep_freed_memory() and keep_freed_memory()  # idempotent
 a = np.ones(8 << 20); del a  # the first 64 MiB block faults in either way
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -43,7 +43,7 @@ def test_freed_blocks_are_reused_without_page_faults():
 def test_train_turns_it_on_for_cpu_by_default_and_the_flag_turns_it_off():
     import argparse
 
-    from training.cli import add_train_arguments, config_from_args
+    from wildlife_vision_train.cli import add_train_arguments, config_from_args
 
     p = argparse.ArgumentParser()
     add_train_arguments(p)

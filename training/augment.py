@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import AugCfg
+from wildlife_vision_train.config import AugCfg
 
 
 def build_train_transform(image_size: int, cfg: AugCfg, interpolation: str = "bicubic") -> Any:

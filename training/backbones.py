@@ -26,7 +26,7 @@ from torch import nn
 
 from wildlife_vision.preprocess import PreprocessConfig
 
-from .manifest import file_sha256
+from wildlife_vision.data.manifest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
 
 
 def load_state_dict_file(path: os.PathLike | str) -> Dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors, or from a pickle via ``torch.load(weights_only=True)`` only."""
+    """Read a state dict from a .safetensors file, or from a pickle via ``torch.load(weights_only=True)`` only."""
     return _unwrap(_load_weights_object(Path(path)), Path(path))
 
 

@@ -84,7 +84,7 @@ def shared_data_dir() -> Optional[Path]:
 
 def generated_photos(folder: Path, n: int, size: Tuple[int, int] = (448, 336)) -> List[str]:
     """``n`` generated listing-like JPEGs (smooth background, shapes, noise) of ``size``, written to ``folder``."""
-    from training.curation.synthetic import write_scene
+    from synthetic import write_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     return [str(write_scene(folder / f"gen_{i:05d}.jpg", i, size=size)) for i in range(n)]
@@ -108,8 +108,9 @@ def find_photos(data: Optional[str], n: Optional[int], labels: Sequence[str], wo
                                                               "wildtrade-v1 in ../shared/data")
         return PhotoSet(paths, "generated", note=f"{count} generated 448x336 JPEGs ({why})", train_paths=train)
     if src.is_dir():
-        exts = {".jpg", ".jpeg", ".png", ".webp"}
-        files = sorted(str(p) for p in src.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        from wildlife_vision.preprocess import IMAGE_EXTENSIONS
+
+        files = sorted(str(p) for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not files:
             raise SystemExit(f"wildlife-vision benchmark: no .jpg/.png/.webp files under {src}")
         picked = files[:n] if n else files
@@ -117,7 +118,7 @@ def find_photos(data: Optional[str], n: Optional[int], labels: Sequence[str], wo
                         note=f"{len(picked)} image files from {src} (no labels: no accuracy comparison)")
     if not src.is_file():
         raise SystemExit(f"wildlife-vision benchmark: --data {src} does not exist")
-    from .manifest import assign_splits, read_manifest, targets_for
+    from wildlife_vision.data.manifest import assign_splits, read_manifest, targets_for
 
     manifest = read_manifest(src, labels=list(labels) or None, check_images=False)
     samples, _ = assign_splits(manifest.samples, 0.15)
@@ -473,7 +474,7 @@ def _run_worker(kind: str, spec: Dict[str, Any], workdir: Path, timeout: float =
     spec_path = workdir / f"{kind}.spec.json"
     out_path = workdir / f"{kind}.result.json"
     spec_path.write_text(json.dumps({"kind": kind, **spec}), encoding="utf-8")
-    cmd = [sys.executable, "-m", "training.benchmark", "--worker", str(spec_path), str(out_path)]
+    cmd = [sys.executable, "-m", "wildlife_vision_train.benchmark", "--worker", str(spec_path), str(out_path)]
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -569,20 +570,20 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
                 workers: Optional[int], overrides: Dict[str, Any]):
     """The data path and step of ``wildlife-vision train`` with its CPU defaults, as an iterator of losses.
 
-    Mirrors the inner loop of :func:`training.train.train` (dataset, augmentation, loader, channels-last, loss,
+    Mirrors the inner loop of :func:`wildlife_vision_train.train.train` (dataset, augmentation, loader, channels-last, loss,
     AdamW with decay groups, warmup-cosine schedule, gradient clipping) with the defaults of
-    :class:`training.config.TrainConfig`; random initial weights (speed does not depend on them).
+    :class:`wildlife_vision_train.config.TrainConfig`; random initial weights (speed does not depend on them).
     """
     import torch
     from torch import nn
 
-    from .augment import build_train_transform
-    from .backbones import create_backbone, init_head, preprocess_config_for
-    from .config import DataCfg, TrainConfig
-    from .data import EpochSampler, ImageDataset, make_loader
-    from .losses import build_loss
-    from .manifest import Sample
-    from .train import WarmupCosine, _param_groups
+    from wildlife_vision_train.augment import build_train_transform
+    from wildlife_vision_train.backbones import create_backbone, init_head, preprocess_config_for
+    from wildlife_vision_train.config import DataCfg, TrainConfig
+    from wildlife_vision_train.data import EpochSampler, ImageDataset, make_loader
+    from wildlife_vision_train.losses import build_loss
+    from wildlife_vision.data.manifest import Sample
+    from wildlife_vision_train.train import WarmupCosine, _param_groups
 
     labels = [f"label{j}" for j in range(targets.shape[1])]
     cfg = TrainConfig(data=DataCfg(manifest="", image_size=size, batch_size=bs))
@@ -598,7 +599,7 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     # train.py: autocast (float16) only on CUDA; an explicit amp override measures bfloat16 autocast on CPU
     amp_dtype = torch.bfloat16 if cfg.run.amp else None
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else True)
-    from .runtime import apply_keep_freed_memory
+    from wildlife_vision_train.runtime import apply_keep_freed_memory
 
     keep_freed = apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type)  # as train.py does
     model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate)
@@ -695,9 +696,9 @@ def _sibling_int8(model: Path) -> Optional[Path]:
 
 
 def _quantize(fp32: Path, out: Path, photos: PhotoSet, n_calib: int) -> Dict[str, Any]:
-    """INT8 copy of ``fp32`` with the export's own settings (training.export.quantize_int8)."""
+    """INT8 copy of ``fp32`` with the export's own settings (wildlife_vision_train.export.quantize_int8)."""
     try:
-        from .export import quantize_int8
+        from wildlife_vision_train.export import quantize_int8
     except ImportError as e:
         raise SystemExit(f"wildlife-vision benchmark: --quantize needs the train extra ({e}); pass --int8 FILE "
                          "instead") from None
@@ -716,7 +717,7 @@ def _quantize(fp32: Path, out: Path, photos: PhotoSet, n_calib: int) -> Dict[str
 
 
 def _ap(targets: np.ndarray, scores: np.ndarray) -> Dict[str, Any]:
-    from .metrics import average_precision, macro_ap
+    from wildlife_vision.evaluation.metrics import average_precision, macro_ap
 
     return {"macro": macro_ap(targets, scores),
             "per_label": [average_precision(targets[:, j], scores[:, j]) for j in range(targets.shape[1])]}

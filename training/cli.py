@@ -1,4 +1,4 @@
-"""`wildlife-vision train | evaluate | export`: argument definitions and command functions.
+"""`wildlife-vision train | export`: argument definitions and command functions.
 
 Importing this module needs neither torch nor timm: the heavy modules are imported inside the command
 functions after :func:`wildlife_vision.cli.require_extra` has checked that the ``train`` extra is installed.
@@ -12,31 +12,18 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Optional, Sequence
 
-from wildlife_vision.cli import EXIT_FAILURE, EXIT_OK, require_extra
+from wildlife_vision.cli_common import HelpFormatter, fail, wrap
+from wildlife_vision.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, require_extra
 
-from .config import (AugCfg, CalibCfg, ConfigError, DataCfg, LossCfg, ModelCfg, OptimCfg, RunCfg, TrainConfig,
+from wildlife_vision_train.config import (AugCfg, CalibCfg, ConfigError, DataCfg, LossCfg, ModelCfg, OptimCfg, RunCfg, TrainConfig,
                      LOSSES)
 
 log = logging.getLogger(__name__)
 
 _D = TrainConfig(data=DataCfg(manifest=""))  # defaults shown in --help
 DEFAULT_EPOCHS = _D.optim.epochs
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples' line breaks; appends a flag's default only when there is one worth showing."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if ("default" in text.lower() or not action.option_strings or action.default is None
-                or action.default is False or action.default is argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
-
-
-def _wrap(text: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width=100)
 
 
 TRAIN_DESCRIPTION = """\
@@ -207,24 +194,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _fail(command: str, message: str) -> int:
-    print(f"wildlife-vision {command}: {message}", file=sys.stderr)
-    return EXIT_FAILURE
-
-
 def run_train(args: argparse.Namespace) -> int:
     require_extra("train", "torch", "timm", "albumentations", "yaml", "tqdm", "matplotlib")
-    from .backbones import UnsafeWeightsError, WeightsNotFoundError
-    from .manifest import ManifestError
-    from .train import format_summary, train
+    from wildlife_vision_train.backbones import UnsafeWeightsError, WeightsNotFoundError
+    from wildlife_vision.data.manifest import ManifestError
+    from wildlife_vision_train.train import format_summary, train
 
     resume = None
     if args.resume is not None:
         resume = Path(args.output) / "last.pt" if args.resume == "last" else Path(args.resume)
         if not resume.is_file():
-            return _fail("train", f"--resume: no checkpoint at {resume}")
+            return fail("train", f"--resume: no checkpoint at {resume}")
     elif not args.data:
-        return _fail("train", "--data MANIFEST is required (a CSV image,labels[,split] or a folder per label)")
+        return fail("train", "--data MANIFEST is required (a CSV image,labels[,split] or a folder per label)")
     try:
         cfg = config_from_args(args)
         if resume is None:
@@ -232,50 +214,20 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(cfg, resume=resume, epochs_override=args.epochs, exist_ok=args.exist_ok)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE
+    except FloatingPointError as e:  # the run itself failed (diverged)
+        return fail("train", str(e), EXIT_FAILURE)
     except (ConfigError, WeightsNotFoundError, UnsafeWeightsError, FileNotFoundError, FileExistsError,
-            FloatingPointError) as e:
-        return _fail("train", str(e))
-    except ValueError as e:
-        return _fail("train", str(e))
+            ValueError) as e:
+        return fail("train", str(e))
     print(format_summary(result))
-    return EXIT_OK
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    model = Path(args.model)
-    if model.is_dir() or model.suffix == ".pt":
-        require_extra("train", "torch", "timm", "matplotlib")
-    else:
-        require_extra("train", "matplotlib")
-    from wildlife_vision.errors import ModelLoadError
-
-    from .evaluate import evaluate_model
-    from .manifest import ManifestError
-
-    try:
-        report = evaluate_model(model, Path(args.data), Path(args.output), split=args.split,
-                                slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers)
-    except ManifestError as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_FAILURE
-    except (ModelLoadError, ValueError, FileNotFoundError) as e:
-        return _fail("evaluate", str(e))
-    m = report["macro"]
-    print(f"{report['n_images']} images ({args.split}); macro AP {m['ap'] if m['ap'] is None else round(m['ap'], 4)}"
-          f", macro F1 {m['f1']:.4f} at the model's thresholds")
-    for lab, r in report["per_class"].items():
-        ap = "n/a" if r["ap"] is None else f"{r['ap']:.4f}"
-        print(f"  {lab:<16} AP {ap}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
-              f"support {r['support']}")
-    print(f"report: {Path(args.output) / 'report.md'}")
     return EXIT_OK
 
 
 def run_export(args: argparse.Namespace) -> int:
     require_extra("train", "torch", "timm", "onnx", "onnxscript")
-    from .export import ExportCheckError, export_run, format_export_summary
-    from .manifest import ManifestError
+    from wildlife_vision_train.export import ExportCheckError, export_run, format_export_summary
+    from wildlife_vision.data.manifest import ManifestError
 
     if args.int8:
         require_extra("train", "onnxruntime.quantization")
@@ -286,46 +238,24 @@ def run_export(args: argparse.Namespace) -> int:
                             check_images=args.check_images, calib_images=args.calib_images)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
-        return EXIT_FAILURE
-    except (ExportCheckError, FileNotFoundError, ValueError) as e:
-        return _fail("export", str(e))
+        return EXIT_USAGE
+    except ExportCheckError as e:  # the exported graph disagrees with torch: the export itself failed
+        return fail("export", str(e), EXIT_FAILURE)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        return fail("export", str(e))
     print(format_export_summary(result))
     return EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="fine-tune a timm backbone on a labelled manifest",
-                              description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG, formatter_class=_Formatter)
+                              description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG, formatter_class=HelpFormatter)
     add_train_arguments(p)
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser(
-        "evaluate", help="evaluate an exported model on a manifest split",
-        description=_wrap("Score one split of a manifest with an exported ONNX model (the same decoding and "
-                    "preprocessing as `wildlife_vision.load_model`) and write report.json, report.md, "
-                    "pr_curves.png and confusion.png: per-label precision, recall, F1 at the model's thresholds, "
-                    "average precision, ROC-AUC, support, macro and micro averages, and the same by manifest "
-                    "column (e.g. source)."),
-        epilog="example:\n  wildlife-vision evaluate --model model.onnx --data manifest.csv --split val "
-               "--output reports/val",
-        formatter_class=_Formatter)
-    p.add_argument("--model", required=True, metavar="MODEL.onnx",
-                   help="model exported by `wildlife-vision export` (scored exactly as wildlife_vision.load_model "
-                        "does, at its own thresholds); a training RUN_DIR or .pt checkpoint also works (torch, "
-                        "thresholds from the run's calibration.json)")
-    p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV or folder-per-label tree")
-    p.add_argument("--split", default="val", help="manifest split to evaluate (train, val, test), or 'all'")
-    p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
-    p.add_argument("--slice-by", action="append", default=None, metavar="COLUMN",
-                   help="also report metrics per value of this manifest column (repeatable); default: every extra "
-                        "column with 2-20 distinct values")
-    p.add_argument("--batch-size", "-b", type=int, default=32, help="images per onnxruntime call")
-    p.add_argument("--workers", "-j", type=int, default=2, help="decoding threads")
-    p.set_defaults(func=run_evaluate)
-
-    p = subparsers.add_parser(
         "export", help="export a training run to one self-describing ONNX file",
-        description=_wrap("Export RUN_DIR's best checkpoint to ONNX (input pixel_values N x 3 x H x W float32 with a "
+        description=wrap("Export RUN_DIR's best checkpoint to ONNX (input pixel_values N x 3 x H x W float32 with a "
                     "dynamic batch axis; outputs scores = sigmoid probabilities and embedding = pooled features). "
                     "The file carries labels, thresholds, review bands, preprocessing, backbone, training manifest "
                     "and config hashes, the validation summary, the package version and the creation time. The "
@@ -333,7 +263,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "from torch by more than 1e-4."),
         epilog="examples:\n  wildlife-vision export runs/lite0 --output model.onnx\n"
                "  wildlife-vision export runs/lite0 --output model.onnx --int8 --name wildtrade --version 1.0.0",
-        formatter_class=_Formatter)
+        formatter_class=HelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `wildlife-vision train`")
     p.add_argument("--output", "-o", required=True, metavar="MODEL.onnx", help="path of the ONNX file to write")
     p.add_argument("--int8", action="store_true",
@@ -349,3 +279,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check-images", type=int, default=16, help="real photos for the onnxruntime vs torch check")
     p.add_argument("--calib-images", type=int, default=128, help="training photos for INT8 calibration")
     p.set_defaults(func=run_export)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``wildlife-vision train`` as a function: parse ``argv``, train, print the summary; returns the exit code."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="wildlife-vision train")
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(list(argv) if argv is not None else None))

@@ -173,7 +173,7 @@ class RunCfg:
     device: str = "auto"                  # auto | cpu | cuda
     amp: Optional[bool] = None            # None = on for CUDA, off on CPU
     channels_last: Optional[bool] = None  # None = on for CPU
-    keep_freed_memory: Optional[bool] = None  # None = on for CPU (see training.runtime)
+    keep_freed_memory: Optional[bool] = None  # None = on for CPU (see wildlife_vision_train.runtime)
 
     def validate(self) -> None:
         if self.device not in DEVICES:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from wildlife_vision.errors import ImageDecodeError
 from wildlife_vision.preprocess import PreprocessConfig, load_image, normalize, preprocess
 
-from .manifest import Sample, targets_for
+from wildlife_vision.data.manifest import Sample, targets_for
 
 log = logging.getLogger(__name__)
 

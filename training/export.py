@@ -33,12 +33,12 @@ from wildlife_vision.errors import ImageDecodeError
 from wildlife_vision.metadata import METADATA_KEY, ModelMetadata
 from wildlife_vision.preprocess import PreprocessConfig, preprocess
 
-from .backbones import ScoresAndEmbedding, check_wrapper
-from .config import TrainConfig
-from .evaluate import score_onnx, summary
-from .manifest import Sample, assign_splits, read_manifest, targets_for
-from .metrics import average_precision, macro_ap
-from .train import build_model_from_checkpoint, load_checkpoint
+from wildlife_vision_train.backbones import ScoresAndEmbedding, check_wrapper
+from wildlife_vision_train.config import TrainConfig
+from wildlife_vision.evaluation.evaluate import score_onnx, summary
+from wildlife_vision.data.manifest import Sample, assign_splits, read_manifest, targets_for
+from wildlife_vision.evaluation.metrics import average_precision, macro_ap
+from wildlife_vision_train.checkpoint import build_model_from_checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 

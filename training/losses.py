@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LossCfg
+from wildlife_vision_train.config import LossCfg
 
 
 def auto_pos_weight(targets: np.ndarray, cap: float = 20.0) -> np.ndarray:

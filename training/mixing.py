@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .config import AugCfg
+from wildlife_vision_train.config import AugCfg
 
 
 class BatchMixer:

@@ -1,7 +1,7 @@
 """Fine-tune a timm backbone on a labelled manifest: the engine behind ``wildlife-vision train``.
 
 ``main(argv)`` takes the same arguments as the command line (tests call it directly); :func:`train` takes a
-:class:`~training.config.TrainConfig`. The run folder receives ``config.yaml`` (the resolved config),
+:class:`~wildlife_vision_train.config.TrainConfig`. The run folder receives ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (one JSON object per epoch, with training images/sec), ``train.log``, ``last.pt`` (every epoch,
 for ``--resume``), ``best.pt`` (best validation macro-AP), ``calibration.json`` (thresholds and review bands)
 and ``eval/`` (the validation report of the best checkpoint). Checkpoints hold only tensors and plain data, so
@@ -28,19 +28,19 @@ from torch import nn
 from wildlife_vision._version import __version__
 from wildlife_vision.preprocess import PreprocessConfig
 
-from .backbones import PretrainedInfo, create_backbone, init_head, preprocess_config_for
-from .calibrate import calibrate
-from .config import TrainConfig
-from .data import EpochSampler, ImageDataset, make_loader
-from .evaluate import build_report, default_slice_columns, unscored, write_report
-from .losses import build_loss
-from .manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
-from .metrics import average_precision, macro_ap
-from .mixing import BatchMixer
+from wildlife_vision_train.backbones import PretrainedInfo, create_backbone, init_head, preprocess_config_for
+from wildlife_vision.evaluation.calibrate import calibrate
+from wildlife_vision_train.checkpoint import (CHECKPOINT_FORMAT, build_model_from_checkpoint, load_checkpoint, predict,
+                                               save_checkpoint, unscored)
+from wildlife_vision_train.config import TrainConfig
+from wildlife_vision_train.data import EpochSampler, ImageDataset, make_loader
+from wildlife_vision.evaluation.evaluate import build_report, default_slice_columns, write_report
+from wildlife_vision_train.losses import build_loss
+from wildlife_vision.data.manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
+from wildlife_vision.evaluation.metrics import average_precision, macro_ap
+from wildlife_vision_train.mixing import BatchMixer
 
 log = logging.getLogger("training")
-
-CHECKPOINT_FORMAT = "wildlife_vision.checkpoint.v1"
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------
@@ -58,23 +58,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _save(obj: Dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Load a run checkpoint with ``weights_only=True`` (no arbitrary objects are unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a wildlife-vision training checkpoint (format {CHECKPOINT_FORMAT})")
-    return ckpt
 
 
 def _subset(samples: List[Sample], n: Optional[int], seed: int, what: str) -> List[Sample]:
@@ -109,33 +92,6 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, channels_last: bool, amp: bool,
-            loss_fn: Optional[nn.Module] = None, desc: str = "eval") -> Tuple[np.ndarray, np.ndarray, int, float]:
-    """Sigmoid scores for every decodable image of ``loader``: (scores, dataset indices, skipped, mean loss)."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    scores, indices, skipped, loss_sum, n = [], [], 0, 0.0, 0
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-        skipped += batch.skipped
-        if batch.images.numel() == 0:
-            continue
-        x = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.float16) if amp else nullcontext():
-            logits = model(x).float()
-        if loss_fn is not None:
-            loss_sum += float(loss_fn(logits, batch.targets.to(device))) * len(x)
-            n += len(x)
-        scores.append(torch.sigmoid(logits).cpu().numpy())
-        indices.append(batch.indices.numpy())
-    if not scores:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped, float("nan")
-    return np.concatenate(scores), np.concatenate(indices), skipped, (loss_sum / n if n else float("nan"))
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -241,7 +197,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else device.type == "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    from .runtime import apply_keep_freed_memory
+    from wildlife_vision_train.runtime import apply_keep_freed_memory
 
     if apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type):
         log.info("malloc keeps freed memory for reuse")
@@ -266,7 +222,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
-    from .augment import build_train_transform
+    from wildlife_vision_train.augment import build_train_transform
 
     transform = build_train_transform(cfg.data.image_size, cfg.aug, pre_cfg.interpolation)
     train_ds = ImageDataset(train_samples, labels, pre_cfg, transform)
@@ -393,7 +349,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         improved = metric is not None and (best_epoch < 0 or metric > best_metric + 1e-6)
         if improved:
             best_metric, best_epoch, bad_epochs = float(metric), epoch, 0
-            _save({**common, "model": eval_model.state_dict(), "epoch": epoch, "val_macro_ap": m_ap},
+            save_checkpoint({**common, "model": eval_model.state_dict(), "epoch": epoch, "val_macro_ap": m_ap},
                   run_dir / "best.pt")
         else:
             bad_epochs += 1
@@ -408,7 +364,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         log.info("epoch %d/%d: train loss %.4f, %.1f img/s | val loss %.4f, macro-AP %s%s", epoch + 1, epochs,
                  record["train_loss"], ips, val_loss, f"{m_ap:.4f}" if m_ap is not None else "n/a",
                  " (best)" if improved else "")
-        _save({**common, "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
+        save_checkpoint({**common, "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                "scaler": scaler.state_dict(), "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
                "bad_epochs": bad_epochs, "global_step": global_step, "torch_rng": torch.get_rng_state()},
@@ -428,14 +384,6 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     return result
 
 
-def build_model_from_checkpoint(ckpt: Dict[str, Any]) -> Tuple[nn.Module, PreprocessConfig]:
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    model, _ = create_backbone(cfg.model.name, len(ckpt["labels"]), "none")
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, PreprocessConfig.from_dict(ckpt["preprocess"])
-
-
 def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], device: torch.device,
              channels_last: bool, eval_cfg: Optional[PreprocessConfig] = None) -> RunResult:
     """Evaluate best.pt on the validation split, calibrate thresholds, write calibration.json and eval/.
@@ -450,7 +398,7 @@ def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], dev
         data = {**best["config"]["data"], "test_image_size": cfg.data.test_image_size,
                 "test_crop_pct": cfg.data.test_crop_pct}
         best = {**best, "preprocess": eval_cfg.to_dict(), "config": {**best["config"], "data": data}}
-        _save(best, run_dir / "best.pt")
+        save_checkpoint(best, run_dir / "best.pt")
     labels = list(best["labels"])
     model, pre_cfg = build_model_from_checkpoint(best)
     model.to(device)
@@ -497,14 +445,3 @@ def format_summary(result: RunResult) -> str:
     lines.append(f"report: {result.run_dir / 'eval' / 'report.md'}")
     lines.append(f"next: wildlife-vision export {result.run_dir} --output model.onnx")
     return "\n".join(lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``wildlife-vision train`` as a function: parse ``argv``, train, print the summary; returns the exit code."""
-    import argparse
-
-    from .cli import add_train_arguments, run_train
-
-    parser = argparse.ArgumentParser(prog="wildlife-vision train")
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(list(argv) if argv is not None else None))

@@ -1,52 +1,52 @@
-"""`wildlife-vision` command line: predict, info, train, evaluate, export, benchmark, data.
+"""`wildlife-vision` command line.
 
-Each group of subcommands lives beside the code it drives and registers itself here through a
-``register(subparsers)`` function. Modules that need the ``train`` extra import torch only inside
-their command functions, so ``--help`` always works and a missing extra is reported as such.
+Commands are plugins: each group registers itself under the entry-point group ``wildlife_vision.commands``
+(``pyproject.toml``) with a ``register(subparsers)`` function. The runtime knows only that group's name,
+never the trainer's modules, so a user's own ``training/`` package cannot hide a command, and a broken or
+missing plugin costs only its own commands (with a warning), never the others. Modules that need an extra
+import it inside their command functions, so ``--help`` never imports torch and a missing extra is
+reported as such.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ._version import __version__
+from .exitcodes import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_MISSING_EXTRA, EXIT_USAGE, MissingExtraError
 
-#: modules that add subcommands; each has ``register(subparsers)``
-COMMAND_MODULES = (
-    "wildlife_vision.cli_predict",   # predict, info
-    "training.cli",                  # train, evaluate, export
-    "training.benchmark",            # benchmark
-    "training.model_card",           # model-card
-    "training.curation.cli",         # data dedup|split|check|stats|labelstudio-import|labelstudio-export
-)
+#: the entry-point group that command plugins register under
+COMMAND_GROUP = "wildlife_vision.commands"
 
-EXIT_OK = 0
-EXIT_FAILURE = 1       # the command ran and failed (e.g. training diverged, validation found errors)
-EXIT_USAGE = 2         # bad arguments (argparse's own convention)
-EXIT_MISSING_EXTRA = 3 # an optional dependency group is not installed
+log = logging.getLogger("wildlife_vision.cli")
 
 
-class MissingExtraError(RuntimeError):
-    """Raised by a command that needs an optional dependency group that is not installed."""
+def command_plugins() -> List[Tuple[str, Callable]]:
+    """(name, register function) for every installed command plugin, in a stable order.
 
-    def __init__(self, extra: str, module: str):
-        super().__init__(
-            f"this command needs the '{extra}' extra (could not import {module}); install it with:\n"
-            f"    pip install 'wildlife-vision[{extra}]'")
+    A plugin that fails to import is reported on stderr and left out; the rest still work.
+    """
+    from importlib.metadata import entry_points
 
-
-def require_extra(extra: str, *modules: str) -> None:
-    """Import ``modules`` or raise :class:`MissingExtraError` naming ``extra``."""
-    for mod in modules:
+    try:
+        eps = entry_points(group=COMMAND_GROUP)
+    except TypeError:  # Python < 3.10
+        eps = entry_points().get(COMMAND_GROUP, [])  # type: ignore[attr-defined]
+    seen = {}
+    for ep in eps:  # an editable and a regular install of the same distribution may both list a plugin
+        seen.setdefault(ep.name, ep)
+    out: List[Tuple[str, Callable]] = []
+    for name in sorted(seen, key=lambda n: (n != "predict", n)):
         try:
-            importlib.import_module(mod)
-        except ImportError:
-            raise MissingExtraError(extra, mod) from None
+            out.append((name, seen[name].load()))
+        except Exception as e:  # noqa: BLE001 - one broken plugin must not take every command down
+            print(f"wildlife-vision: the '{name}' commands are unavailable: plugin {seen[name].value} failed to "
+                  f"load ({type(e).__name__}: {e})", file=sys.stderr)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,14 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # that command group is not part of this installation
-            raise
-        module.register(sub)
+    plugins = command_plugins()
+    if not plugins:
+        parser.epilog = ("No commands are installed: wildlife-vision's entry points are missing. Install the "
+                         "package (`pip install wildlife-vision`, or `pip install -e .` in a checkout).")
+    for _, register in plugins:
+        register(sub)
     return parser
 
 
@@ -86,12 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_MISSING_EXTRA
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`wildlife-vision info | head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,18 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-EXIT_OK = 0          # the run completed, even if some inputs failed (their rows carry the error)
-EXIT_FAILURE = 1     # the run could not complete: the output file could not be written
-EXIT_USAGE = 2       # bad arguments, or an output file that cannot be resumed / would be overwritten
-EXIT_MODEL = 4       # the model cannot be loaded (missing, not ONNX, truncated, bad metadata, ...)
-EXIT_INTERRUPTED = 130
+from .exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
-#: Extensions read from folders (case-insensitive). Files named explicitly are always read, whatever their name.
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-    ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpx", ".jxl", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
-    ".mpo", ".psd", ".pcx", ".qoi", ".dds", ".svg",
-})
+from .preprocess import IMAGE_EXTENSIONS
 
 
 def register(subparsers: Any) -> None:

@@ -29,6 +29,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageDecodeError
 
+#: Extensions read from folders (case-insensitive), by every command that lists folders. Files named
+#: explicitly are always read, whatever their name.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+    ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpx", ".jxl", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
+    ".mpo", ".psd", ".pcx", ".qoi", ".dds", ".svg",
+})
+
 #: Largest canvas (width * height) we agree to decode: Pillow's default decompression-bomb limit (about
 #: 89.5 megapixels). Checked on the size in the file's header, before any pixel memory is allocated.
 #: Pillow's own, process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone; the lower of the two applies

@@ -1,6 +1,6 @@
 """Leakage-safe split assignment and cross-split leak checks.
 
-A *grouping* gives every row a group key: near-duplicate groups from :mod:`training.curation.dedup`
+A *grouping* gives every row a group key: near-duplicate groups from :mod:`wildlife_vision.data.dedup`
 (``group``), or the value of any manifest column (``seller``, ``listing``, ``source``...). Several
 groupings are combined by union (rows linked by any of them share a group). A row with no key (not
 in any duplicate group, or an empty column value) is a group of its own.
@@ -20,8 +20,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .dedup import UnionFind
-from .manifest_io import Manifest
+from wildlife_vision.data.dedup import UnionFind
+from wildlife_vision.data.manifest_io import Manifest
 
 NONE_LABEL = "(none)"
 SPLIT_ORDER = ("train", "val", "test")

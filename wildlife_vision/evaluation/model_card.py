@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .manifest import TAXONOMY  # the one label list (torch-free module)
+from wildlife_vision.data.manifest import TAXONOMY  # the one label list (torch-free module)
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ crop shifts and rescales the frame enough to move it 10-30 of its 64 bits, as fa
 photos. So every photo is hashed in :data:`WINDOWS` (the whole frame, the central 90% and 80%, the
 four 90% corners and the four photos with 5% cut off one side). A crop of the original then lines up
 with one of the original's windows, and a watermark in a corner drops out of the windows that
-exclude that corner. :mod:`training.curation.dedup` compares the whole frame of each photo with
+exclude that corner. :mod:`wildlife_vision.data.dedup` compares the whole frame of each photo with
 every window of the other and each window with the same window of the other.
 
 Two hashes per window, both from one 64x64 grayscale area-average resize and one 2-D DCT-II

@@ -17,9 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from wildlife_vision.exitcodes import EXIT_FAILURE as EXIT_LEAKS, EXIT_OK, EXIT_USAGE as EXIT_INPUT
+
 log = logging.getLogger("wildlife_vision.data")
 
-EXIT_OK, EXIT_LEAKS, EXIT_INPUT = 0, 1, 2
 
 
 # ---- shared helpers -----------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def _err(cmd: str, msg: str) -> int:
 
 
 def _read(cmd: str, path: str):
-    from .manifest_io import ManifestError, read_manifest
+    from wildlife_vision.data.manifest_io import ManifestError, read_manifest
 
     try:
         return read_manifest(path)
@@ -62,7 +63,7 @@ def _read(cmd: str, path: str):
 
 
 def _add_dedup_options(p: argparse.ArgumentParser) -> None:
-    from .dedup import DEFAULT_EMBEDDING_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_THRESHOLD
+    from wildlife_vision.data.dedup import DEFAULT_EMBEDDING_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_THRESHOLD
 
     g = p.add_argument_group("near-duplicate detection")
     g.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, metavar="BITS",
@@ -82,7 +83,7 @@ def _add_dedup_options(p: argparse.ArgumentParser) -> None:
 
 
 def _dedup_params(args):
-    from .dedup import DedupParams
+    from wildlife_vision.data.dedup import DedupParams
 
     if not 0 <= args.threshold <= 64:
         raise ValueError(f"--threshold must be 0..64, got {args.threshold}")
@@ -96,7 +97,7 @@ def _dedup_params(args):
 
 def _run_dedup(cmd: str, args, manifest):
     """find_duplicates with CLI error handling; returns the result or an int exit code."""
-    from .dedup import EmbeddingUnavailable, find_duplicates
+    from wildlife_vision.data.dedup import EmbeddingUnavailable, find_duplicates
 
     try:
         params = _dedup_params(args)
@@ -126,7 +127,7 @@ def _parse_by(values: Optional[Sequence[str]]) -> List[str]:
 
 def _group_keys(cmd: str, args, manifest, by: List[str]):
     """Keys per row for each grouping name in ``by`` -> (dict name -> keys, dedup result or None) or exit code."""
-    from .dedup import groups_from_report, load_report
+    from wildlife_vision.data.dedup import groups_from_report, load_report
 
     keys = {}
     result = None
@@ -161,8 +162,8 @@ def _group_keys(cmd: str, args, manifest, by: List[str]):
 # ---- commands -----------------------------------------------------------------------------------
 
 def cmd_dedup(args) -> int:
-    from .dedup import format_summary
-    from .manifest_io import write_manifest
+    from wildlife_vision.data.dedup import format_summary
+    from wildlife_vision.data.manifest_io import write_manifest
 
     manifest = _read("dedup", args.manifest)
     if manifest is None:
@@ -187,8 +188,8 @@ def cmd_dedup(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from .manifest_io import write_manifest
-    from .splits import assign_splits, check_leaks, combine_groupings, format_split_table
+    from wildlife_vision.data.manifest_io import write_manifest
+    from wildlife_vision.data.splits import assign_splits, check_leaks, combine_groupings, format_split_table
 
     manifest = _read("split", args.manifest)
     if manifest is None:
@@ -230,7 +231,7 @@ def cmd_split(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .splits import check_leaks, format_leaks
+    from wildlife_vision.data.splits import check_leaks, format_leaks
 
     manifest = _read("check", args.manifest)
     if manifest is None:
@@ -261,8 +262,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from .hashing import scan_paths
-    from .stats import compute_stats, format_stats, write_chart
+    from wildlife_vision.data.hashing import scan_paths
+    from wildlife_vision.data.stats import compute_stats, format_stats, write_chart
 
     manifest = _read("stats", args.manifest)
     if manifest is None:
@@ -295,8 +296,8 @@ def _parse_map(items: Optional[Sequence[str]], flag: str) -> dict:
 
 
 def cmd_ls_import(args) -> int:
-    from .labelstudio import LabelStudioError, import_labelstudio
-    from .manifest_io import write_manifest
+    from wildlife_vision.data.labelstudio import LabelStudioError, import_labelstudio
+    from wildlife_vision.data.manifest_io import write_manifest
 
     if not Path(args.export).is_file():
         return _err("labelstudio-import", f"export file not found: {args.export}")
@@ -325,8 +326,8 @@ def cmd_ls_import(args) -> int:
 
 
 def cmd_ls_export(args) -> int:
-    from .labelstudio import LabelStudioError, parse_thresholds, predictions_to_tasks, read_prediction_records
-    from .manifest_io import atomic_write_text
+    from wildlife_vision.data.labelstudio import LabelStudioError, parse_thresholds, predictions_to_tasks, read_prediction_records
+    from wildlife_vision.data.manifest_io import atomic_write_text
 
     if not Path(args.predictions).is_file():
         return _err("labelstudio-export", f"predictions file not found: {args.predictions}")

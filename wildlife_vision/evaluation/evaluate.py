@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .manifest import Sample, read_manifest, targets_for
-from .metrics import multilabel_report, precision_recall_curve
+from wildlife_vision.data.manifest import Sample, read_manifest, targets_for
+from wildlife_vision.evaluation.metrics import multilabel_report, precision_recall_curve
 
 log = logging.getLogger(__name__)
 
@@ -321,35 +321,27 @@ def score_onnx(model: Any, samples: Sequence[Sample], batch_size: int = 32, work
     return scores, kept, failures
 
 
-def unscored(samples: Sequence[Sample], scored: Sequence[int], reason: str) -> List[Tuple[Sample, str]]:
-    """(sample, reason) for each of ``samples`` whose index is not in ``scored``: the photos a torch loader
-    skipped as unreadable (it logs why)."""
-    done = set(int(i) for i in scored)
-    return [(s, reason) for i, s in enumerate(samples) if i not in done]
+CHECKPOINT_SCORERS = "wildlife_vision.checkpoint_scorers"
 
 
-def score_checkpoint(checkpoint: Path, samples: Sequence[Sample], batch_size: int = 32, workers: int = 2):
-    """Score samples with a training checkpoint (torch, CPU) on ``wildlife_vision.preprocess`` inputs.
+def checkpoint_scorer():
+    """The installed scorer for training checkpoints (entry-point group ``wildlife_vision.checkpoint_scorers``;
+    the trainer registers ``torch``). Raises :class:`~wildlife_vision.exitcodes.MissingExtraError` when it or
+    its dependencies are not installed."""
+    from importlib.metadata import entry_points
 
-    Returns (scores, kept samples, failures as in :func:`score_onnx`, labels, thresholds from the run's
-    calibration.json or 0.5).
-    """
-    import torch
+    from wildlife_vision.exitcodes import MissingExtraError
 
-    from .data import ImageDataset, make_loader
-    from .train import build_model_from_checkpoint, load_checkpoint, predict
-
-    ckpt = load_checkpoint(checkpoint)
-    labels = list(ckpt["labels"])
-    model, cfg = build_model_from_checkpoint(ckpt)
-    model.to(memory_format=torch.channels_last)
-    loader = make_loader(ImageDataset(samples, labels, cfg), batch_size, workers, torch.device("cpu"))
-    scores, idx, _, _ = predict(model, loader, torch.device("cpu"), True, False)
-    cal_path = Path(checkpoint).parent / "calibration.json"
-    thresholds = (json.loads(cal_path.read_text(encoding="utf-8"))["thresholds"] if cal_path.is_file()
-                  else {lab: 0.5 for lab in labels})
-    failures = unscored(samples, idx, "unreadable image (see the log)")
-    return scores.reshape(len(idx), len(labels)), [samples[i] for i in idx], failures, labels, thresholds
+    try:
+        eps = list(entry_points(group=CHECKPOINT_SCORERS))
+    except TypeError:  # Python < 3.10
+        eps = list(entry_points().get(CHECKPOINT_SCORERS, []))  # type: ignore[attr-defined]
+    for ep in eps:
+        try:
+            return ep.load()
+        except ImportError as e:
+            raise MissingExtraError("train", getattr(e, "name", None) or ep.value) from None
+    raise MissingExtraError("train", "a checkpoint scorer (entry point group " + CHECKPOINT_SCORERS + ")")
 
 
 def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = "val",
@@ -365,9 +357,8 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
     is_checkpoint = model_path.is_dir() or model_path.suffix == ".pt"
     if is_checkpoint:
         ckpt_path = model_path / "best.pt" if model_path.is_dir() else model_path
-        from .train import load_checkpoint
-
-        labels = tuple(load_checkpoint(ckpt_path)["labels"])
+        scorer = checkpoint_scorer()
+        labels = tuple(scorer.labels(ckpt_path))
         info = {"model": str(ckpt_path), "model_name": "checkpoint", "model_version": ""}
     else:
         from wildlife_vision import load_model
@@ -383,7 +374,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
         raise ValueError(f"--slice-by column(s) {unknown} are not in the manifest (its extra columns: "
                          f"{', '.join(m.columns) or 'none'})")
     if is_checkpoint:
-        scores, kept, failures, _, thresholds = score_checkpoint(ckpt_path, samples, batch_size, workers)
+        scores, kept, failures, _, thresholds = scorer(ckpt_path, samples, batch_size, workers)
     else:
         scores, kept, failures = score_onnx(model, samples, batch_size=batch_size, workers=workers)
         thresholds = model.thresholds

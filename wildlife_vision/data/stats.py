@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .hashing import ScanResult
-from .manifest_io import Manifest
-from .splits import NONE_LABEL, SPLIT_ORDER
+from wildlife_vision.data.hashing import ScanResult
+from wildlife_vision.data.manifest_io import Manifest
+from wildlife_vision.data.splits import NONE_LABEL, SPLIT_ORDER
 
 NO_SPLIT = "(no split)"
 
@@ -122,7 +122,7 @@ def write_chart(st: Dict[str, Any], path: str, scan: Optional[ScanResult] = None
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from wildlife_vision.cli import MissingExtraError
+        from wildlife_vision.exitcodes import MissingExtraError
 
         raise MissingExtraError("train", "matplotlib") from None
     order = list(st["splits"])

@@ -15,7 +15,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from .metrics import precision_recall_curve
+from wildlife_vision.evaluation.metrics import precision_recall_curve
 
 log = logging.getLogger(__name__)
 

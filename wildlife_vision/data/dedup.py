@@ -2,7 +2,7 @@
 
 Pipeline (see ``docs/data-curation.md`` for the measurements behind the defaults):
 
-1. :func:`training.curation.hashing.scan_paths` fingerprints every file: sha256 of the bytes and
+1. :func:`wildlife_vision.data.hashing.scan_paths` fingerprints every file: sha256 of the bytes and
    64- and 256-bit pHashes of 11 windows of the photo.
 2. Exact duplicates: rows naming the same file, and files with the same sha256.
 3. Near duplicates, candidate stage: for every pair of photos, the smallest 64-bit pHash distance
@@ -36,8 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .hashing import N_WINDOWS, ScanResult, popcount, progress_bar, scan_paths
-from .manifest_io import Manifest, atomic_write_text
+from wildlife_vision.data.hashing import N_WINDOWS, ScanResult, popcount, progress_bar, scan_paths
+from wildlife_vision.data.manifest_io import Manifest, atomic_write_text
 
 log = logging.getLogger(__name__)
 

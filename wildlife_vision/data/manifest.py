@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from wildlife_vision.errors import ImageDecodeError
-from wildlife_vision.preprocess import load_image
+from wildlife_vision.preprocess import IMAGE_EXTENSIONS, load_image
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 TAXONOMY: Tuple[str, ...] = ("ivory", "rhino_horn", "pangolin_scales", "tiger_parts", "live_animal")
 #: folder names that mean "none of the labels" in a folder-per-class tree
 NEGATIVE_FOLDERS = ("none", "negative", "negatives", "background", "other")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "": ""}
 LABEL_SEPARATOR = ";"
@@ -317,11 +316,11 @@ def _read_folder(root: Path, report: ValidationReport) -> Tuple[List[Sample], Li
             label = class_dir.name
             labels: Tuple[str, ...] = () if label.lower() in NEGATIVE_FOLDERS else (label,)
             for f in sorted(class_dir.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
                     samples.append(Sample(path=str(f), image=str(f.relative_to(root)), labels=labels, split=split,
                                           extra={"folder": label}))
                 elif f.is_file() and not f.name.startswith("."):
-                    report.warn("skipped file", f"not an image suffix {IMAGE_SUFFIXES}: {f.relative_to(root)}")
+                    report.warn("skipped file", f"not an image file name (by extension): {f.relative_to(root)}")
     if not samples:
         report.error("empty folder", f"no images found under {root}; expected {root}/<label>/*.jpg (and "
                                      f"{root}/none/ for photos with none of the labels)")

@@ -1,0 +1,1 @@
+"""Torch-free evaluation: metrics, thresholds, ONNX evaluation reports and model cards."""

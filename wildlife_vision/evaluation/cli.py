@@ -1,0 +1,67 @@
+"""`wildlife-vision evaluate`: score one manifest split with a model and write the report folder (torch-free
+for ONNX models; a training run folder or checkpoint is scored by the trainer's checkpoint scorer)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli_common import HelpFormatter, fail, wrap
+from ..exitcodes import EXIT_MODEL, EXIT_OK, EXIT_USAGE, require_extra
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    model = Path(args.model)
+    if model.is_dir() or model.suffix == ".pt":
+        require_extra("train", "torch", "timm")
+    require_extra("eval", "matplotlib")
+    from ..data.manifest import ManifestError
+    from ..errors import ModelLoadError
+    from .evaluate import evaluate_model
+
+    try:
+        report = evaluate_model(model, Path(args.data), Path(args.output), split=args.split,
+                                slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers)
+    except ManifestError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except ModelLoadError as e:
+        return fail("evaluate", str(e), EXIT_MODEL)
+    except (ValueError, FileNotFoundError) as e:
+        return fail("evaluate", str(e))
+    m = report["macro"]
+    print(f"{report['n_images']} images ({args.split}); macro AP {m['ap'] if m['ap'] is None else round(m['ap'], 4)}"
+          f", macro F1 {m['f1']:.4f} at the model's thresholds")
+    for lab, r in report["per_class"].items():
+        ap = "n/a" if r["ap"] is None else f"{r['ap']:.4f}"
+        print(f"  {lab:<16} AP {ap}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
+              f"support {r['support']}")
+    print(f"report: {Path(args.output) / 'report.md'}")
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate an exported model on a manifest split",
+        description=wrap("Score one split of a manifest with an exported ONNX model (the same decoding and "
+                    "preprocessing as `wildlife_vision.load_model`) and write report.json, report.md, "
+                    "pr_curves.png and confusion.png: per-label precision, recall, F1 at the model's thresholds, "
+                    "average precision, ROC-AUC, support, macro and micro averages, and the same by manifest "
+                    "column (e.g. source)."),
+        epilog="example:\n  wildlife-vision evaluate --model model.onnx --data manifest.csv --split val "
+               "--output reports/val",
+        formatter_class=HelpFormatter)
+    p.add_argument("--model", required=True, metavar="MODEL.onnx",
+                   help="model exported by `wildlife-vision export` (scored exactly as wildlife_vision.load_model "
+                        "does, at its own thresholds); a training RUN_DIR or .pt checkpoint also works (torch, "
+                        "thresholds from the run's calibration.json)")
+    p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV or folder-per-label tree")
+    p.add_argument("--split", default="val", help="manifest split to evaluate (train, val, test), or 'all'")
+    p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
+    p.add_argument("--slice-by", action="append", default=None, metavar="COLUMN",
+                   help="also report metrics per value of this manifest column (repeatable); default: every extra "
+                        "column with 2-20 distinct values")
+    p.add_argument("--batch-size", "-b", type=int, default=32, help="images per onnxruntime call")
+    p.add_argument("--workers", "-j", type=int, default=2, help="decoding threads")
+    p.set_defaults(func=run_evaluate)
