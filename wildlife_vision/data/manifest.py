@@ -165,7 +165,7 @@ def file_sha256(path: Path) -> str:
 # ---- reading ---------------------------------------------------------------------------------------------
 
 def read_manifest(source: os.PathLike | str, labels: Optional[Sequence[str]] = None, check_images: bool = True,
-                  threads: Optional[int] = None, raise_on_error: bool = True) -> Manifest:
+                  threads: Optional[int] = None, raise_on_error: bool = True, for_training: bool = True) -> Manifest:
     """Read and validate a CSV manifest or a folder-per-class tree.
 
     ``labels``: the label list to train (default: the labels present, in taxonomy order). Labels in the data
@@ -194,7 +194,7 @@ def read_manifest(source: os.PathLike | str, labels: Optional[Sequence[str]] = N
     if check_images:
         bad = _check_files(samples, report, threads)
         samples = [s for s in samples if (s.line, s.path) not in bad]
-    for lab in resolved:
+    for lab in resolved if for_training else ():  # an evaluation sample may lack positives: that is no problem
         if not any(lab in s.labels for s in samples if s.split != "val"):
             report.warn("label without examples", f"label '{lab}' has no positive training example; the model "
                                                   "cannot learn it from this manifest")

@@ -11,6 +11,32 @@ from ..cli_common import HelpFormatter, fail, wrap
 from ..exitcodes import EXIT_MODEL, EXIT_OK, EXIT_USAGE, require_extra
 
 
+def _ci(m, key: str) -> str:
+    ci = (m.get("ci95") or {}).get(key)
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def format_summary(report, split: str) -> str:
+    """What `evaluate` prints: per label only the figures that the sample defines, with their intervals."""
+    macro = report["macro"]["ap"]
+    lines = [f"{report['n_images']} images ({split}); macro AP "
+             + ("n/a (no label has positives in this sample)" if macro is None else f"{macro:.4f}")
+             + " at the model's thresholds"]
+    for lab, r in report["per_class"].items():
+        negatives = r.get("negatives", r["fp"] + r["tn"])
+        text = f"  {lab:<16} "
+        if r["support"]:
+            text += (f"AP {r['ap']:.4f}{_ci(r, 'ap')}  precision {r['precision']:.3f}{_ci(r, 'precision')}  "
+                     f"recall {r['recall']:.3f}{_ci(r, 'recall')}  positives {r['support']}")
+        else:
+            text += "no positives in this sample"
+        if negatives:
+            text += (f"; false-positive rate {r['fp'] / negatives:.4f}{_ci(r, 'fpr')} ({r['fp']} of "
+                     f"{negatives} negatives)")
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     model = Path(args.model)
     if model.is_dir() or model.suffix == ".pt":
@@ -30,13 +56,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return fail("evaluate", str(e), EXIT_MODEL)
     except (ValueError, FileNotFoundError) as e:
         return fail("evaluate", str(e))
-    m = report["macro"]
-    print(f"{report['n_images']} images ({args.split}); macro AP {m['ap'] if m['ap'] is None else round(m['ap'], 4)}"
-          f", macro F1 {m['f1']:.4f} at the model's thresholds")
-    for lab, r in report["per_class"].items():
-        ap = "n/a" if r["ap"] is None else f"{r['ap']:.4f}"
-        print(f"  {lab:<16} AP {ap}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
-              f"support {r['support']}")
+    print(format_summary(report, args.split))
     print(f"report: {Path(args.output) / 'report.md'}")
     return EXIT_OK
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from wildlife_vision.data.manifest import Sample, read_manifest, targets_for
+from wildlife_vision.evaluation.bootstrap import DEFAULT_RESAMPLES, label_intervals, resample_indices
 from wildlife_vision.evaluation.metrics import multilabel_report, precision_recall_curve
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,43 @@ def default_slice_columns(samples: Sequence[Sample], columns: Sequence[str]) -> 
     return out
 
 
+#: manifest column whose values tie near-duplicate photos together (resampled whole by the bootstrap)
+GROUP_COLUMN = "group"
+
+
+def with_intervals(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                   thresholds: Mapping[str, float], groups: Optional[Sequence[str]], resamples: int,
+                   seed: int = 0) -> Dict[str, Any]:
+    """Add each label's false-positive and flag rates and the 95% bootstrap intervals (``ci95``) of its AP,
+    precision, recall, false-positive rate and flag rate to a :func:`multilabel_report` result, in place."""
+    draws = resample_indices(len(y_true), groups, resamples, seed) if resamples else []
+    for j, lab in enumerate(labels):
+        m = report["per_class"][lab]
+        negatives = m["fp"] + m["tn"]
+        m["negatives"] = negatives
+        m["fpr"] = m["fp"] / negatives if negatives else None
+        m["flag_rate"] = (m["tp"] + m["fp"]) / len(y_true) if len(y_true) else None
+        if not m["support"]:  # precision and recall say nothing without positives
+            m["precision"] = m["recall"] = m["f1"] = None
+        ci = label_intervals(y_true[:, j], scores[:, j], float(thresholds.get(lab, 0.5)), draws) if draws else {}
+        m["ci95"] = {k: (list(v) if v else None) for k, v in ci.items()}
+    return report
+
+
 def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float],
-                 samples: Sequence[Sample], slice_by: Sequence[str] = (), info: Optional[Mapping[str, Any]] = None
-                 ) -> Dict[str, Any]:
-    """The full report as a JSON-ready dict (``samples`` aligned with the rows of ``y_true``/``scores``)."""
-    overall = multilabel_report(y_true, scores, labels, thresholds)
+                 samples: Sequence[Sample], slice_by: Sequence[str] = (), info: Optional[Mapping[str, Any]] = None,
+                 resamples: int = DEFAULT_RESAMPLES) -> Dict[str, Any]:
+    """The full report as a JSON-ready dict (``samples`` aligned with the rows of ``y_true``/``scores``).
+
+    Every per-label figure carries a 95% bootstrap interval (``ci95``) from ``resamples`` resamples of the
+    photos, or of the near-duplicate groups when the manifest has a ``group`` column.
+    """
+    y_true = np.asarray(y_true).reshape(len(samples), len(labels))
+    scores = np.asarray(scores).reshape(len(samples), len(labels))
+    group_of = ([s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(samples)]
+                if any(GROUP_COLUMN in s.extra for s in samples) else None)
+    overall = with_intervals(multilabel_report(y_true, scores, labels, thresholds), y_true, scores, labels,
+                             thresholds, group_of, resamples)
     slices: Dict[str, Dict[str, Any]] = {}
     for col in slice_by:
         groups: Dict[str, List[int]] = defaultdict(list)
@@ -57,7 +90,9 @@ def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], 
             groups[s.extra.get(col, "")].append(i)
         slices[col] = {}
         for value, idx in sorted(groups.items()):
-            sub = multilabel_report(y_true[idx], scores[idx], labels, thresholds)
+            sub = with_intervals(multilabel_report(y_true[idx], scores[idx], labels, thresholds), y_true[idx],
+                                 scores[idx], labels, thresholds,
+                                 None if group_of is None else [group_of[i] for i in idx], resamples)
             slices[col][value] = {"n_images": sub["n_images"], "macro": sub["macro"], "micro": sub["micro"],
                                   "per_class": sub["per_class"]}
     return {
@@ -71,12 +106,14 @@ def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], 
         "macro": overall["macro"],
         "micro": overall["micro"],
         "slices": slices,
+        "intervals": {"method": "percentile bootstrap", "confidence": 0.95, "resamples": resamples,
+                      "unit": "group" if group_of is not None else "photo"},
     }
 
 
 def summary(report: Mapping[str, Any]) -> Dict[str, Any]:
     """The compact block stored in model metadata: macro/micro and per-class AP, P, R, support."""
-    keep = ("precision", "recall", "f1", "ap", "roc_auc", "support", "threshold")
+    keep = ("precision", "recall", "f1", "ap", "roc_auc", "support", "threshold", "fpr", "flag_rate", "ci95")
     return {
         "split": report.get("split", ""),
         "n_images": report["n_images"],
@@ -94,6 +131,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _with_ci(value: Any, ci: Optional[Sequence[float]]) -> str:
+    if value is None:
+        return "–"
+    return f"{_fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else _fmt(value)
+
+
 def to_markdown(report: Mapping[str, Any]) -> str:
     lines = ["# Evaluation report", ""]
     for key in ("model", "manifest", "split"):
@@ -101,16 +144,23 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"- **{key}**: `{report[key]}`")
     lines.append(f"- **images**: {report['n_images']}" +
                  (f" ({report['skipped_images']} unreadable, skipped)" if report.get("skipped_images") else ""))
-    lines += ["", "Flagged = score ≥ the label's threshold.", "",
-              "| label | support | threshold | precision | recall | F1 | AP | ROC-AUC |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    iv = report.get("intervals")
+    lines += ["", "Flagged = score ≥ the label's threshold. "
+              + (f"In brackets: {iv['confidence']:.0%} {iv['method']} interval ({iv['resamples']} resamples of "
+                 f"{iv['unit']}s)." if iv else ""), "",
+              "| label | positives | negatives | threshold | precision | recall | false-positive rate | flag rate | "
+              "AP | ROC-AUC |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for lab, m in report["per_class"].items():
-        lines.append(f"| {lab} | {m['support']} | {_fmt(m['threshold'])} | {_fmt(m['precision'])} | "
-                     f"{_fmt(m['recall'])} | {_fmt(m['f1'])} | {_fmt(m['ap'])} | {_fmt(m['roc_auc'])} |")
+        ci = m.get("ci95") or {}
+        negatives = m.get("negatives", m["fp"] + m["tn"])
+        cells = [_with_ci(m.get(k), ci.get(k)) for k in ("precision", "recall", "fpr", "flag_rate", "ap")]
+        lines.append(f"| {lab} | {m['support']} | {negatives} | {_fmt(m['threshold'])} | " + " | ".join(cells)
+                     + f" | {_fmt(m['roc_auc'])} |")
     for avg in ("macro", "micro"):
         m = report[avg]
-        lines.append(f"| *{avg}* | | | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | "
-                     f"{_fmt(m['ap'])} | {_fmt(m['roc_auc'])} |")
+        lines.append(f"| *{avg}* | | | | {_fmt(m['precision'])} | {_fmt(m['recall'])} | | | {_fmt(m['ap'])} | "
+                     f"{_fmt(m['roc_auc'])} |")
     for col, groups in report.get("slices", {}).items():
         labels = report["labels"]
         lines += ["", f"## By `{col}`", "",
@@ -155,7 +205,10 @@ def plot_pr_curves(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str]
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title("Precision-recall (dot: operating threshold)")
-    ax.legend(loc="lower left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left")
+    else:
+        ax.text(0.5, 0.5, "no positives in this sample: no curve", ha="center", va="center")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -366,7 +419,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
         model = load_model(model_path, batch_size=batch_size)
         labels = model.labels
         info = {"model": str(model_path), "model_name": model.name, "model_version": model.version}
-    m = read_manifest(manifest, labels=labels, check_images=False)
+    m = read_manifest(manifest, labels=labels, check_images=False, for_training=False)
     samples = select_split(m.samples, split)
     cols = default_slice_columns(samples, m.columns) if slice_by is None else list(slice_by)
     unknown = [c for c in cols if c not in m.columns]
