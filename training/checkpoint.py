@@ -55,11 +55,11 @@ def build_model_from_checkpoint(ckpt: Dict[str, Any]) -> Tuple[nn.Module, Prepro
 def predict(model: nn.Module, loader, device: torch.device, channels_last: bool, amp: bool,
             loss_fn: Optional[nn.Module] = None, desc: str = "eval") -> Tuple[np.ndarray, np.ndarray, int, float]:
     """Sigmoid scores for every decodable image of ``loader``: (scores, dataset indices, skipped, mean loss)."""
-    from tqdm.auto import tqdm
+    from wildlife_vision.progress import track
 
     model.eval()
     scores, indices, skipped, loss_sum, n = [], [], 0, 0.0, 0
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+    for batch in track(loader, desc=desc, unit="batch"):
         skipped += batch.skipped
         if batch.images.numel() == 0:
             continue

@@ -51,9 +51,9 @@ def register(subparsers: Any) -> None:
                    help="execution providers in order of preference, e.g. `--providers cuda cpu` "
                         "(default: CUDA when available, else CPU)")
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="always show the progress bar (default: only when stderr is a terminal)")
-    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    prog.add_argument("--progress", dest="progress", action="store_true", default=True,
+                      help="show progress on stderr (the default): a bar on a terminal, else a line every 10 s")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
     p.set_defaults(func=cmd_predict)
 
     i = subparsers.add_parser("info", help="print a model file's metadata",
@@ -149,49 +149,6 @@ def _walk(root: str, recursive: bool, res: Inputs) -> List[str]:
     return found
 
 
-# ---- progress ---------------------------------------------------------------------------------------------
-
-class _Progress:
-    """tqdm when it is installed, else a plain one-line counter on stderr."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.n = total, enabled, 0
-        self._bar = None
-        self._last = 0.0
-        self._start = time.monotonic()
-        if enabled:
-            try:
-                from tqdm import tqdm  # optional; not a dependency of wildlife-vision
-
-                self._bar = tqdm(total=total, unit="photo", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-            except ImportError:
-                self._bar = None
-
-    def update(self, n: int) -> None:
-        self.n += n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self._last >= 0.5 or self.n >= self.total:
-            self._last = now
-            rate = self.n / max(now - self._start, 1e-9)
-            pct = 100.0 * self.n / self.total if self.total else 100.0
-            sys.stderr.write(f"\r{self.n}/{self.total} photos ({pct:.0f}%), {rate:.1f}/s   ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 # ---- predict --------------------------------------------------------------------------------------------
 
 def _err(msg: str) -> None:
@@ -221,6 +178,7 @@ def _load_model(path: Optional[str], providers: Optional[List[str]], threads: in
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .progress import Progress
     from .records import OutputFormatError, RecordEncoder, RecordWriter, format_for, read_existing
 
     # -- arguments ---------------------------------------------------------------------------------
@@ -312,8 +270,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
     # -- run ---------------------------------------------------------------------------------------------
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = _Progress(len(todo), enabled=bool(show) and bool(todo))
+    progress = Progress(len(todo), "predict", unit="photo", enabled=args.progress is not False and bool(todo))
     stats = _Stats(model.labels)
     start = time.monotonic()
     status = EXIT_OK

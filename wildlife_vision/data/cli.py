@@ -44,7 +44,8 @@ def _cache_for(args) -> Optional[Path]:
 
 
 def _progress(args) -> bool:
-    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    """Progress on stderr unless --no-progress: a bar on a terminal, else a line every 10 s (wildlife_vision.progress)."""
+    return not getattr(args, "no_progress", False)
 
 
 def _err(cmd: str, msg: str) -> int:
@@ -79,7 +80,7 @@ def _add_dedup_options(p: argparse.ArgumentParser) -> None:
                    help="processes for fingerprinting and threads for the pair search (default: cores, at most 4)")
     g.add_argument("--cache", metavar="PATH.npz", help="fingerprint cache (default: under ~/.cache/wildlife-vision)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the fingerprint cache")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
 
 
 def _dedup_params(args):

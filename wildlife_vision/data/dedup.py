@@ -36,8 +36,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wildlife_vision.data.hashing import N_WINDOWS, ScanResult, popcount, progress_bar, scan_paths
+from wildlife_vision.data.hashing import N_WINDOWS, ScanResult, popcount, scan_paths
 from wildlife_vision.data.manifest_io import Manifest, atomic_write_text
+from wildlife_vision.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +142,12 @@ def candidate_pairs(p64: np.ndarray, threshold: int = DEFAULT_THRESHOLD, workers
     if workers and workers > 1:
         with ThreadPoolExecutor(max_workers=int(workers)) as pool:
             futs = [pool.submit(_search_rows, p64, pT, s, e, threshold, combos) for s, e in tasks]
-            for f in progress_bar(futs, len(futs), "pair search", progress, unit="block"):
+            for f in track(futs, len(futs), "pair search", unit="block", enabled=progress):
                 a, b = f.result()
                 out_a.append(a)
                 out_b.append(b)
     else:
-        for s, e in progress_bar(tasks, len(tasks), "pair search", progress, unit="block"):
+        for s, e in track(tasks, len(tasks), "pair search", unit="block", enabled=progress):
             a, b = _search_rows(p64, pT, s, e, threshold, combos)
             out_a.append(a)
             out_b.append(b)
@@ -225,8 +226,8 @@ def compute_embeddings(model_path: os.PathLike, paths: Sequence[str], batch_size
     n = len(paths)
     ok = np.zeros(n, dtype=bool)
     emb: Optional[np.ndarray] = None
-    for s in progress_bar(range(0, n, batch_size), (n + batch_size - 1) // batch_size, "embeddings", progress,
-                          unit="batch"):
+    for s in track(range(0, n, batch_size), (n + batch_size - 1) // batch_size, "embeddings", unit="batch",
+                   enabled=progress):
         idx = list(range(s, min(n, s + batch_size)))
         batch = np.empty((len(idx), 3, h, w), dtype=np.float32)
         good = []

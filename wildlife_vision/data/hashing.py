@@ -39,6 +39,7 @@ from PIL import Image
 
 from wildlife_vision.errors import ImageDecodeError
 from wildlife_vision.preprocess import PreprocessConfig, load_image
+from wildlife_vision.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +195,6 @@ def scan_file(path: str) -> FileRecord:
     return rec
 
 
-def progress_bar(iterable, total: int, desc: str, enabled: bool, unit: str = "img"):
-    """Wrap ``iterable`` in a tqdm bar when ``enabled`` and tqdm is installed (imported lazily)."""
-    if not enabled:
-        return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, mininterval=0.5)
-
-
 class ScanResult:
     """Column arrays for a list of files (same order as the paths given to :func:`scan_paths`)."""
 
@@ -307,10 +297,10 @@ def scan_paths(paths: Sequence[str], workers: int = 1, progress: bool = False,
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             with ctx.Pool(processes=int(workers)) as pool:
                 it = pool.imap(scan_file, todo, chunksize=32)
-                for rec in progress_bar(it, len(todo), "fingerprinting", progress):
+                for rec in track(it, len(todo), "fingerprinting", enabled=progress):
                     done[rec.path] = rec
         else:
-            for rec in progress_bar(map(scan_file, todo), len(todo), "fingerprinting", progress):
+            for rec in track(map(scan_file, todo), len(todo), "fingerprinting", enabled=progress):
                 done[rec.path] = rec
         if cache is not None:
             keep = dict(cached)
@@ -323,4 +313,4 @@ def scan_paths(paths: Sequence[str], workers: int = 1, progress: bool = False,
 
 
 __all__ = ["WINDOWS", "N_WINDOWS", "DECODE_CFG", "dct_matrix", "phash64", "phash256", "hash_image", "window_grays",
-           "popcount", "scan_file", "scan_paths", "FileRecord", "ScanResult", "bits_to_uint64", "progress_bar"]
+           "popcount", "scan_file", "scan_paths", "FileRecord", "ScanResult", "bits_to_uint64"]
