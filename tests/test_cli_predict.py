@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from wildlife_vision.cli import main as cli_main
-from wildlife_vision.cli_predict import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, expand_inputs
+from wildlife_vision.exitcodes import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
+from wildlife_vision.inputs import expand_inputs
 from wildlife_vision.records import JSONL_FIELDS, RECORD_SCHEMA, csv_header
 
 from helpers import make_photo, make_tiny_model, tiny_metadata, write_photos

@@ -1,25 +1,22 @@
-"""`wildlife-vision predict` and `wildlife-vision info`: score photos in bulk, and describe a model file.
+"""`wildlife-vision predict`: score photos in bulk, one output row per input, and print a summary.
 
 Behaviour (exit codes, output records, resume) is documented in docs/predict.md. This module may print;
-the library modules it drives never do.
+the library modules it drives never do. Which files a run reads is :mod:`wildlife_vision.inputs`; its
+progress output is :mod:`wildlife_vision.progress`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
-
-from .preprocess import IMAGE_EXTENSIONS
+from .inputs import Inputs, expand_inputs
 
 
 def register(subparsers: Any) -> None:
@@ -55,98 +52,6 @@ def register(subparsers: Any) -> None:
                       help="show progress on stderr (the default): a bar on a terminal, else a line every 10 s")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
     p.set_defaults(func=cmd_predict)
-
-    i = subparsers.add_parser("info", help="print a model file's metadata",
-                              description="Print the labels, thresholds, review bands, preprocessing, backbone, "
-                                          "training provenance and metrics stored in a wildlife_vision model.")
-    i.add_argument("model", nargs="?", metavar="MODEL.onnx", help="model file (default: the shipped default model)")
-    i.add_argument("--json", action="store_true", help="print JSON instead of text")
-    i.set_defaults(func=cmd_info)
-
-
-# ---- input expansion ----------------------------------------------------------------------------------
-
-@dataclass
-class Inputs:
-    """The inputs of a run, in order, plus what was left out and why."""
-
-    paths: List[str] = field(default_factory=list)
-    #: inputs that get an error row without being decoded (e.g. a folder that cannot be listed)
-    problems: Dict[str, Tuple[str, str]] = field(default_factory=dict)
-    skipped_non_images: int = 0
-    skipped_subfolders: int = 0
-    skipped_loops: int = 0
-    duplicates: int = 0
-
-
-def expand_inputs(args_paths: Sequence[str], recursive: bool = False) -> Inputs:
-    """Expand PATH arguments into a deterministic, duplicate-free list of inputs.
-
-    Files named explicitly are included whatever their extension (a renamed non-image gets its error row);
-    folders contribute their image files (by extension) sorted by path, subfolders only with ``recursive``.
-    Symlinked folders are followed once: each real folder is visited at most once, so loops end. Missing
-    paths are kept as inputs (their row says "file not found"). No globbing: the shell does that.
-    """
-    res = Inputs()
-    seen: Set[str] = set()
-
-    def add(path: str) -> None:
-        if path in seen:
-            res.duplicates += 1
-            return
-        seen.add(path)
-        res.paths.append(path)
-
-    for arg in args_paths:
-        if os.path.isdir(arg):
-            for path in _walk(arg, recursive, res):
-                add(path)
-        else:
-            add(arg)
-    return res
-
-
-def _walk(root: str, recursive: bool, res: Inputs) -> List[str]:
-    visited: Set[Tuple[int, int]] = set()
-    found: List[str] = []
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            st = os.stat(folder)
-            key = (st.st_dev, st.st_ino)
-        except OSError as e:
-            res.problems[folder] = (f"cannot access folder: {e.strerror or e}", "unreadable")
-            found.append(folder)
-            continue
-        if key in visited:
-            res.skipped_loops += 1
-            continue
-        visited.add(key)
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError as e:
-            res.problems[folder] = (f"cannot list folder: {e.strerror or e}", "unreadable")
-            found.append(folder)
-            continue
-        for entry in entries:
-            path = os.path.join(folder, entry.name)
-            try:
-                is_dir = entry.is_dir()  # follows symlinks; False for broken links and loops
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if recursive:
-                    stack.append(path)
-                else:
-                    res.skipped_subfolders += 1
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(path)
-            else:
-                res.skipped_non_images += 1
-    found.sort(key=lambda p: os.path.relpath(p, root).split(os.sep))
-    return found
 
 
 # ---- predict --------------------------------------------------------------------------------------------
@@ -399,87 +304,3 @@ def _print_summary(stats: _Stats, seconds: float, model: Any, inputs: Inputs, al
     if status == EXIT_INTERRUPTED and output is not None:
         lines.append("  rerun the same command with --resume to finish")
     print("\n".join(lines), file=sys.stderr)
-
-
-# ---- info ---------------------------------------------------------------------------------------------------
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from .errors import ModelLoadError
-    from .metadata import read_model_metadata
-    from .model import default_model_path
-
-    try:
-        path = args.model if args.model is not None else str(default_model_path())
-        meta = read_model_metadata(path)
-        data = open(path, "rb").read()
-    except ModelLoadError as e:
-        print(f"wildlife-vision info: cannot read the model: {e}", file=sys.stderr)
-        return EXIT_MODEL
-    except OSError as e:
-        print(f"wildlife-vision info: cannot read {args.model}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_MODEL
-    digest = hashlib.sha256(data).hexdigest()
-    if args.json:
-        return _print_out(json.dumps({"path": os.path.abspath(path), "size_bytes": len(data), "sha256": digest,
-                                      "metadata": meta.to_dict()}, indent=2, sort_keys=False))
-    pre = meta.preprocess
-    lines = [
-        f"model:        {meta.name} {meta.model_version}",
-        f"file:         {os.path.abspath(path)} ({len(data):,} bytes)",
-        f"sha256:       {digest}",
-        f"schema:       {meta.schema_version}",
-        f"backbone:     {meta.backbone or '-'}",
-        f"created:      {meta.created or '-'} (wildlife-vision {meta.package_version or '?'})",
-        f"input/output: {meta.input_name} -> {meta.output_name}",
-        f"labels ({len(meta.labels)}):",
-    ]
-    width = max(len(lab) for lab in meta.labels)
-    lines.append(f"  {'label'.ljust(width)}  threshold  review band")
-    for lab in meta.labels:
-        low, high = meta.review_bands[lab]
-        band = f"[{low:.3f}, {high:.3f})" if high > low else "-"
-        lines.append(f"  {lab.ljust(width)}  {meta.thresholds[lab]:9.3f}  {band}")
-    lines += [
-        "preprocessing:",
-        f"  input size:    {pre.input_size[0]}x{pre.input_size[1]} (height x width), RGB, NCHW float32",
-        f"  resize:        shorter side to {pre.resize_shorter} ({pre.interpolation}, crop_pct {pre.crop_pct}), "
-        "then centre crop",
-        f"  normalise:     mean {list(pre.mean)}, std {list(pre.std)}",
-        f"  JPEG draft:    {'on' if pre.draft else 'off'}",
-    ]
-    for title, block in (("calibration", meta.calibration), ("training", meta.training), ("metrics", meta.metrics)):
-        lines.append(f"{title}:" + ("" if block else " -"))
-        lines.extend(_tree(block, "  "))
-    return _print_out("\n".join(lines))
-
-
-def _print_out(text: str) -> int:
-    try:
-        print(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `wildlife-vision info | head`
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
-        except OSError:
-            pass
-        return EXIT_FAILURE
-    return EXIT_OK
-
-
-def _tree(obj: Any, indent: str) -> List[str]:
-    out: List[str] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if isinstance(v, dict) and v:
-                out.append(f"{indent}{k}:")
-                out.extend(_tree(v, indent + "  "))
-            else:
-                out.append(f"{indent}{k}: {_short(v)}")
-    return out
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
-    return text if len(text) <= 160 else text[:157] + "..."
