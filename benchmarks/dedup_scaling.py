@@ -33,14 +33,14 @@ sys.path.insert(0, str(ROOT))
 from wildlife_vision.data.dedup import (COMBOS, DEFAULT_THRESHOLD, DEFAULT_VERIFY_THRESHOLD,  # noqa: E402
                                      candidate_pairs, verify_pairs)
 from wildlife_vision.data.hashing import hash_image, scan_paths  # noqa: E402
-from wildlife_vision.data.manifest_io import read_manifest  # noqa: E402
+from wildlife_vision.data.manifest import read_manifest_table  # noqa: E402
 
 
 def real_paths():
     cand = [os.environ.get("WILDTRADE_DIR"), ROOT.parent / "shared" / "data" / "wildtrade-v1"]
     for c in cand:
         if c and (Path(c) / "manifest.csv").is_file():
-            m = read_manifest(Path(c) / "manifest.csv")
+            m = read_manifest_table(Path(c) / "manifest.csv")
             return list(dict.fromkeys(str(m.image_path(i)) for i in range(len(m)))), str(Path(c) / "manifest.csv")
     return None, None
 

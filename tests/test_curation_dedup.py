@@ -15,7 +15,7 @@ from synthetic import NEAR_COPIES, scene, write_scene
 from wildlife_vision.data.dedup import (SCHEMA, DedupParams, candidate_pairs, embedding_pairs, find_duplicates,
                                      verify_pairs)
 from wildlife_vision.data.hashing import dct_matrix, hash_image, phash64, scan_file, scan_paths
-from wildlife_vision.data.manifest_io import read_manifest, write_manifest
+from wildlife_vision.data.manifest import read_manifest_table, write_manifest
 from wildlife_vision.cli import main
 
 
@@ -89,7 +89,7 @@ def test_pair_search_equals_brute_force_and_threads_agree():
 
 def test_find_duplicates_groups_near_copies_exact_copies_and_conflicts(photo_set):
     path, rows = photo_set
-    m = read_manifest(path)
+    m = read_manifest_table(path)
     res = find_duplicates(m, DedupParams())
     groups = {frozenset(g["images"]) for g in res.groups}
     for k, name in enumerate(NEAR_COPIES):
@@ -134,7 +134,7 @@ def test_decode_failures_are_reported_not_fatal(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     data = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    m = read_manifest(_manifest(tmp_path, [["a.jpg", "", "train"], ["broken.jpg", "", "train"],
+    m = read_manifest_table(_manifest(tmp_path, [["a.jpg", "", "train"], ["broken.jpg", "", "train"],
                                            ["truncated.jpg", "", "val"], ["missing.jpg", "", "val"]]))
     res = find_duplicates(m)
     assert res.summary["decode_failures"] == 3
@@ -191,7 +191,7 @@ def test_embedding_similarity_joins_photos_when_the_model_has_embeddings(tmp_pat
     img.filter(ImageFilter.GaussianBlur(6)).crop((int(w * .15), int(h * .15), int(w * .85), int(h * .85))).save(
         tmp_path / "a_blur_crop30.jpg")
     write_scene(tmp_path / "b.jpg", 6)
-    m = read_manifest(_manifest(tmp_path, [["a.jpg", "", ""], ["a_blur_crop30.jpg", "", ""], ["b.jpg", "", ""]]))
+    m = read_manifest_table(_manifest(tmp_path, [["a.jpg", "", ""], ["a_blur_crop30.jpg", "", ""], ["b.jpg", "", ""]]))
     no_emb = find_duplicates(m, DedupParams())
     assert no_emb.groups == []
     res = find_duplicates(m, DedupParams(embedding_model=str(model), embedding_threshold=0.9))
@@ -209,7 +209,7 @@ def test_embedding_pairs_blocked_cosine():
 @pytest.mark.shared_data
 def test_real_data_duplicate_is_found(wildtrade_manifest, tmp_path):
     """The data card says one image appears twice; dedup must report it (an exact group), among its groups."""
-    m = read_manifest(wildtrade_manifest)
+    m = read_manifest_table(wildtrade_manifest)
     res = find_duplicates(m, DedupParams(workers=2))
     exact = [g for g in res.groups if g["kind"] == "exact"]
     assert any(g["same_file"] and g["images"][0] == "images/met-museum/46f02f5032d09dc0.jpg" for g in exact)

@@ -1,16 +1,18 @@
-"""Leakage-safe splits (by near-duplicate group and by column), leak checks, manifest I/O."""
+"""Leakage-safe splits (by near-duplicate group and by column), leak checks, the manifest table (read, write)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import stat
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
-from wildlife_vision.data.manifest_io import ManifestError, read_manifest, write_manifest
+from wildlife_vision.data.manifest import ManifestError, atomic_write_text, read_manifest_table, write_manifest
 from wildlife_vision.data.splits import assign_splits, check_leaks, combine_groupings
 from synthetic import NEAR_COPIES, write_scene
 from wildlife_vision.cli import main
@@ -83,7 +85,7 @@ def test_split_combines_groupings_and_refuses_in_place_without_flag(tmp_path, ca
 
 def test_freeze_keeps_a_held_back_split(tmp_path):
     m = _seller_manifest(tmp_path, seed=2)
-    man = read_manifest(m)
+    man = read_manifest_table(m)
     # hold back seller s0's rows as test
     rows = [dict(r, split="test" if r["seller"] == "s0" else "train") for r in man.rows]
     write_manifest(m, man.fieldnames, rows)
@@ -104,7 +106,7 @@ def test_combine_groupings_unions_keys():
 def test_assign_splits_keeps_groups_whole_with_big_groups(tmp_path):
     rows = [{"image": f"{i}.jpg", "labels": "ivory" if i % 3 == 0 else "", "split": ""} for i in range(200)]
     write_manifest(tmp_path / "m.csv", ["image", "labels", "split"], rows)
-    man = read_manifest(tmp_path / "m.csv")
+    man = read_manifest_table(tmp_path / "m.csv")
     comp = [i // 40 if i < 80 else i for i in range(200)]  # two groups of 40 rows, then singletons
     plan = assign_splits(man, comp, val=0.1, test=0.1, seed=0)
     by_comp = defaultdict(set)
@@ -123,7 +125,7 @@ def test_check_reports_a_planted_leak_with_counts(tmp_path, capsys):
     assert main(["data", "split", str(m), "--by", "seller", "-o", str(out), "--test", "0"]) == 0
     assert main(["data", "check", str(out), "--no-dedup", "--by", "seller"]) == 0
     capsys.readouterr()
-    man = read_manifest(out)
+    man = read_manifest_table(out)
     # plant: move one row of two different multi-row train sellers into val
     counts = Counter(r["seller"] for r in man.rows if r["split"] == "train")
     victims = [s for s, c in counts.items() if c >= 3][:2]
@@ -177,19 +179,19 @@ def test_split_and_check_by_near_duplicate_group(tmp_path, capsys):
     assert main(["data", "check", str(out)]) == 0  # uses the dup_group column
 
 
-def test_manifest_io_round_trip_and_errors(tmp_path):
+def test_manifest_table_round_trip_and_errors(tmp_path):
     p = tmp_path / "m.csv"
     p.write_text("\ufeffimage,labels,split,seller\na.jpg,ivory; live_animal,train,x\n\nb.jpg,,val,\n", encoding="utf-8")
-    m = read_manifest(p)
+    m = read_manifest_table(p)
     assert len(m) == 2 and m.labels(0) == ("ivory", "live_animal") and m.labels(1) == ()
     assert m.fieldnames == ["image", "labels", "split", "seller"]
     write_manifest(tmp_path / "o.csv", m)
-    assert read_manifest(tmp_path / "o.csv").rows == m.rows
+    assert read_manifest_table(tmp_path / "o.csv").rows == m.rows
     (tmp_path / "bad.csv").write_text("path,label\nx.jpg,\n")
     with pytest.raises(ManifestError, match="missing column"):
-        read_manifest(tmp_path / "bad.csv")
+        read_manifest_table(tmp_path / "bad.csv")
     with pytest.raises(ManifestError, match="not found"):
-        read_manifest(tmp_path / "nope.csv")
+        read_manifest_table(tmp_path / "nope.csv")
     assert main(["data", "check", str(tmp_path / "nope.csv")]) == 2
 
 
@@ -197,5 +199,23 @@ def test_check_leaks_ignores_rows_without_split(tmp_path):
     write_manifest(tmp_path / "m.csv", ["image", "labels", "split", "seller"],
                    [{"image": "a", "labels": "", "split": "train", "seller": "x"},
                     {"image": "b", "labels": "", "split": "", "seller": "x"}])
-    rep = check_leaks(read_manifest(tmp_path / "m.csv"), ["x", "x"], "seller")
+    rep = check_leaks(read_manifest_table(tmp_path / "m.csv"), ["x", "x"], "seller")
     assert rep.groups == 1 and rep.leaking_groups == 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_manifests_and_reports_honour_the_umask(tmp_path, umask):
+    """atomic_write_text goes through mkstemp (0600); `data split` and `data dedup` outputs still get 0666 & ~umask,
+    as a plain open() would give them."""
+    m = _seller_manifest(tmp_path, n_sellers=8)
+    old = os.umask(umask)
+    try:
+        assert main(["data", "split", str(m), "--by", "seller", "-o", str(tmp_path / "split.csv")]) == 0
+        assert main(["data", "dedup", str(m), "--no-cache", "--no-progress", "-o", str(tmp_path / "dedup.json"),
+                     "--write-manifest", str(tmp_path / "dedup.csv")]) == 0
+        atomic_write_text(tmp_path / "sub" / "x.txt", "x\n")
+    finally:
+        os.umask(old)
+    for name in ("split.csv", "dedup.json", "dedup.csv", "sub/x.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wildlife_vision.data.manifest_io import write_manifest
+from wildlife_vision.data.manifest import write_manifest
 from synthetic import write_scene
 from wildlife_vision.cli import main
 

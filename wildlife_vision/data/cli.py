@@ -54,10 +54,10 @@ def _err(cmd: str, msg: str) -> int:
 
 
 def _read(cmd: str, path: str):
-    from wildlife_vision.data.manifest_io import ManifestError, read_manifest
+    from wildlife_vision.data.manifest import ManifestError, read_manifest_table
 
     try:
-        return read_manifest(path)
+        return read_manifest_table(path)
     except ManifestError as e:
         _err(cmd, str(e))
         return None
@@ -164,7 +164,7 @@ def _group_keys(cmd: str, args, manifest, by: List[str]):
 
 def cmd_dedup(args) -> int:
     from wildlife_vision.data.dedup import format_summary
-    from wildlife_vision.data.manifest_io import write_manifest
+    from wildlife_vision.data.manifest import write_manifest
 
     manifest = _read("dedup", args.manifest)
     if manifest is None:
@@ -189,7 +189,7 @@ def cmd_dedup(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from wildlife_vision.data.manifest_io import write_manifest
+    from wildlife_vision.data.manifest import write_manifest
     from wildlife_vision.data.splits import assign_splits, check_leaks, combine_groupings, format_split_table
 
     manifest = _read("split", args.manifest)
@@ -298,7 +298,7 @@ def _parse_map(items: Optional[Sequence[str]], flag: str) -> dict:
 
 def cmd_ls_import(args) -> int:
     from wildlife_vision.data.labelstudio import LabelStudioError, import_labelstudio
-    from wildlife_vision.data.manifest_io import write_manifest
+    from wildlife_vision.data.manifest import write_manifest
 
     if not Path(args.export).is_file():
         return _err("labelstudio-import", f"export file not found: {args.export}")
@@ -328,7 +328,7 @@ def cmd_ls_import(args) -> int:
 
 def cmd_ls_export(args) -> int:
     from wildlife_vision.data.labelstudio import LabelStudioError, parse_thresholds, predictions_to_tasks, read_prediction_records
-    from wildlife_vision.data.manifest_io import atomic_write_text
+    from wildlife_vision.data.manifest import atomic_write_text
 
     if not Path(args.predictions).is_file():
         return _err("labelstudio-export", f"predictions file not found: {args.predictions}")

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from wildlife_vision.data.hashing import N_WINDOWS, ScanResult, popcount, scan_paths
-from wildlife_vision.data.manifest_io import Manifest, atomic_write_text
+from wildlife_vision.data.manifest import ManifestTable, atomic_write_text
 from wildlife_vision.progress import track
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class DedupParams:
 
 @dataclass
 class DedupResult:
-    manifest: Manifest
+    manifest: ManifestTable
     scan: ScanResult
     groups: List[Dict[str, Any]]
     group_of_row: List[Optional[int]]
@@ -298,7 +298,7 @@ class DedupResult:
         return ["" if g is None else str(g) for g in self.group_of_row]
 
 
-def find_duplicates(manifest: Manifest, params: Optional[DedupParams] = None, cache: Optional[os.PathLike] = None,
+def find_duplicates(manifest: ManifestTable, params: Optional[DedupParams] = None, cache: Optional[os.PathLike] = None,
                     progress: bool = False, scan: Optional[ScanResult] = None) -> DedupResult:
     """Fingerprint every row's image and group exact and near duplicates (see the module docstring)."""
     params = params or DedupParams()
@@ -406,7 +406,7 @@ def find_duplicates(manifest: Manifest, params: Optional[DedupParams] = None, ca
     return DedupResult(manifest, scan, groups, group_of_row, summary, params, failures)
 
 
-def _build_groups(manifest: Manifest, scan: ScanResult, uf: UnionFind, edges, row_paths) -> Tuple[list, list]:
+def _build_groups(manifest: ManifestTable, scan: ScanResult, uf: UnionFind, edges, row_paths) -> Tuple[list, list]:
     comps = [sorted(rows) for rows in uf.components().values() if len(rows) > 1]
     comps.sort(key=lambda rows: rows[0])
     has_split = "split" in manifest.fieldnames
@@ -458,7 +458,7 @@ def load_report(path: os.PathLike) -> Dict[str, Any]:
     return data
 
 
-def groups_from_report(report: Dict[str, Any], manifest: Manifest) -> List[Optional[int]]:
+def groups_from_report(report: Dict[str, Any], manifest: ManifestTable) -> List[Optional[int]]:
     """Group id per manifest row from a report, matching rows by image path (so a re-ordered manifest still works)."""
     by_image: Dict[str, List[int]] = {}
     for g in report.get("groups", []):

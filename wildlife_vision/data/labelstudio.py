@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from wildlife_vision.data.manifest_io import join_labels
+from wildlife_vision.data.manifest import join_labels
 
 #: choices (after normalisation) that mean "none of the classes"
 NONE_CHOICES = frozenset({"none", "nothing", "negative", "clean", "no_wildlife_product",
@@ -163,7 +163,7 @@ def import_labelstudio(export: os.PathLike, output: os.PathLike, image_root: Opt
                        label_map: Optional[Mapping[str, str]] = None, none_choices: Iterable[str] = (),
                        from_name: Optional[str] = None, image_key: Optional[str] = None,
                        strip_prefixes: Sequence[str] = (), empty_means_none: bool = False) -> ImportResult:
-    """Read a Label Studio export into manifest rows (not written; see :func:`wildlife_vision.data.manifest_io.write_manifest`).
+    """Read a Label Studio export into manifest rows (not written; see :func:`wildlife_vision.data.manifest.write_manifest`).
 
     Image paths are written relative to ``output``'s folder when they are local. ``labels``: the
     allowed label names (after ``label_map`` and normalisation); a task with any other choice is

@@ -1,4 +1,5 @@
-"""Training data manifests: read, validate and describe them (no torch needed).
+"""Manifests: the one CSV parser, the validated reader for training and evaluation, and the row-preserving table
+for curation (no torch needed).
 
 The canonical format is a CSV file ``image,labels[,split]`` (see ``datasets/README.md``): ``image`` is a path
 relative to the manifest (absolute paths are accepted too), ``labels`` is ``;``-separated (empty = none of the
@@ -6,9 +7,15 @@ classes), ``split`` is ``train``, ``val`` or ``test``. Other columns are kept (f
 A folder-per-class tree is accepted as well: ``ROOT/<label>/*.jpg`` with ``none`` (or ``negative``,
 ``background``) for photos with none of the labels, optionally under ``ROOT/train/`` and ``ROOT/val/``.
 
-Every row is checked before training; all problems (missing files, unreadable images, unknown labels,
-duplicate rows, bad encodings, bad splits) are collected in one :class:`ValidationReport` and raised together
-as :class:`ManifestError`, whose message is the readable report.
+Two views of one file, parsed by one function (:func:`_parse_csv`: decoding, header, CSV syntax):
+
+* :func:`read_manifest` -> :class:`Manifest` of validated :class:`Sample` s (training, evaluation). Every row is
+  checked; all problems (missing files, unreadable images, unknown labels, duplicate rows, bad encodings, bad
+  splits) are collected in one :class:`ValidationReport` and raised together as :class:`ManifestError`, whose
+  message is the readable report.
+* :func:`read_manifest_table` -> :class:`ManifestTable`: the rows as dicts, every column kept in its order, for
+  the curation tools (``data dedup``, ``split``, ``check``, ``stats``) and the model card; written back with
+  :func:`write_manifest` (atomically, see :func:`atomic_write_text`).
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import hashlib
 import io
 import logging
 import os
+import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -38,14 +46,36 @@ NEGATIVE_FOLDERS = ("none", "negative", "negatives", "background", "other")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "": ""}
 LABEL_SEPARATOR = ";"
+#: the columns every CSV manifest has
+REQUIRED_COLUMNS = ("image", "labels")
+
+PathLike = Union[str, os.PathLike]
 
 
 class ManifestError(ValueError):
-    """The manifest has problems; ``report`` lists all of them and ``str(error)`` is the readable report."""
+    """The manifest has problems; ``report`` lists all of them and ``str(error)`` is the readable report
+    (or ``message``, e.g. the one-line form :meth:`ValidationReport.brief`). A plain message without a report
+    is accepted too (``report`` is then None)."""
 
-    def __init__(self, report: "ValidationReport"):
-        super().__init__(report.format())
+    def __init__(self, report: Union["ValidationReport", str], message: Optional[str] = None):
+        if isinstance(report, str):
+            report, message = None, report
+        super().__init__(message or report.format())
         self.report = report
+
+
+def split_labels(text: Optional[str]) -> Tuple[str, ...]:
+    """``"ivory; live_animal"`` -> ``("ivory", "live_animal")``; empty or missing -> ``()``. Order kept, repeats dropped."""
+    out: List[str] = []
+    for part in str(text or "").split(LABEL_SEPARATOR):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return tuple(out)
+
+
+def join_labels(labels: Iterable[str]) -> str:
+    return LABEL_SEPARATOR.join(labels)
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,17 @@ class ValidationReport:
     def to_dict(self) -> Dict[str, object]:
         return {"source": self.source, "rows": self.rows, "ok": self.ok, "errors": len(self.errors),
                 "warnings": len(self.warnings), "issues": [i.to_dict() for i in self.issues]}
+
+    def brief(self, max_errors: int = 10) -> str:
+        """The errors only, one line each: ``PATH:LINE: message`` (for the curation commands)."""
+        lines = []
+        for issue in self.errors[:max_errors]:
+            where = f"{self.source}:{issue.line}: " if issue.line is not None else (
+                "" if self.source in issue.message else f"{self.source}: ")
+            lines.append(where + issue.message)
+        if len(self.errors) > max_errors:
+            lines.append(f"... and {len(self.errors) - max_errors} more error(s)")
+        return "\n".join(lines) or f"{self.source}: no problems found"
 
     def format(self, max_per_kind: int = 10) -> str:
         """A readable report: a summary line, then the problems grouped by kind (at most ``max_per_kind`` each)."""
@@ -225,7 +266,18 @@ def _decode_text(data: bytes, report: ValidationReport) -> str:
     return data.decode("utf-8", "replace").lstrip("\ufeff")
 
 
-def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[str]]:
+def _parse_csv(path: Path, report: ValidationReport) -> Tuple[List[str], List[Tuple[int, List[str]]]]:
+    """The one manifest CSV parser: the header and ``(line, fields)`` for every non-blank row.
+
+    Decodes UTF-8 (a BOM is dropped; lines that are not UTF-8 are reported and left out), checks the header
+    (``image`` and ``labels`` present, no duplicate names) and reports rows with CSV syntax errors. Problems
+    that leave nothing to read (missing, unreadable or empty file, a bad header) raise :class:`ManifestError`;
+    the others are recorded in ``report`` for the caller to raise. Field counts are the caller's to check.
+    """
+    if not path.is_file():
+        report.error("missing manifest", f"manifest not found: {path} does not exist or is not a file; pass a "
+                                         "manifest CSV (image,labels[,split])")
+        raise ManifestError(report)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -243,7 +295,7 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
         report.error("csv syntax", f"cannot parse the header: {e}", line=1)
         raise ManifestError(report) from None
     header = [h.strip() for h in header]
-    missing = [c for c in ("image", "labels") if c not in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         report.error("header", f"missing column(s) {missing}; the header is {header}, expected "
                                "`image,labels[,split][,other columns]`", line=1)
@@ -252,18 +304,14 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
     if dupes:
         report.error("header", f"duplicate column name(s) {dupes}", line=1)
         raise ManifestError(report)
-    extra_cols = [c for c in header if c not in ("image", "labels", "split")]
-    base = path.parent
-    samples: List[Sample] = []
-    line = 1
+    rows: List[Tuple[int, List[str]]] = []
     while True:
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as e:
-            line = reader.line_num
-            report.error("csv syntax", str(e), line=line)
+            report.error("csv syntax", str(e), line=reader.line_num)
             report.rows += 1
             continue
         line = reader.line_num
@@ -272,6 +320,16 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
         report.rows += 1
         if line in bad_lines:
             continue  # already reported as an encoding error
+        rows.append((line, row))
+    return header, rows
+
+
+def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[str]]:
+    header, rows = _parse_csv(path, report)
+    extra_cols = [c for c in header if c not in ("image", "labels", "split")]
+    base = path.parent
+    samples: List[Sample] = []
+    for line, row in rows:
         if len(row) != len(header):
             report.error("csv syntax", f"{len(row)} field(s), the header has {len(header)}: {row[:4]!r}",
                          line=line)
@@ -295,15 +353,10 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
 
 
 def _parse_labels(cell: str, report: ValidationReport, line: int, image: str) -> Tuple[str, ...]:
-    parts = [p.strip() for p in cell.split(LABEL_SEPARATOR)]
-    parts = [p for p in parts if p]
-    if len(set(parts)) != len(parts):
+    out = split_labels(cell)
+    if len(out) != len([p for p in cell.split(LABEL_SEPARATOR) if p.strip()]):
         report.warn("repeated label", f"label repeated in {cell!r}", line=line, image=image)
-    out: List[str] = []
-    for p in parts:
-        if p not in out:
-            out.append(p)
-    return tuple(out)
+    return out
 
 
 def _read_folder(root: Path, report: ValidationReport) -> Tuple[List[Sample], List[str], str]:
@@ -432,3 +485,135 @@ def assign_splits(samples: Sequence[Sample], val_fraction: float) -> Tuple[List[
 def label_counts(samples: Iterable[Sample], labels: Sequence[str]) -> Dict[str, int]:
     c = Counter(lab for s in samples for lab in s.labels)
     return {lab: int(c[lab]) for lab in labels}
+
+
+# ---- the row-preserving table (curation) ------------------------------------------------------------------
+
+@dataclass
+class ManifestTable:
+    """Rows of a manifest as dicts (every column kept), the column order and the folder paths are relative to."""
+
+    path: Optional[Path]
+    fieldnames: List[str]
+    rows: List[Dict[str, str]] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent if self.path is not None else Path(".")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image_path(self, i: int) -> Path:
+        """Filesystem path of row ``i``'s image (relative paths resolved against the manifest's folder)."""
+        p = Path(self.rows[i]["image"])
+        return p if p.is_absolute() else self.root / p
+
+    def labels(self, i: int) -> Tuple[str, ...]:
+        return split_labels(self.rows[i].get("labels", ""))
+
+    def column(self, name: str) -> List[str]:
+        if name not in self.fieldnames:
+            raise ManifestError(f"{self.path}: no column {name!r}; the columns are {self.fieldnames}")
+        return [r.get(name, "") or "" for r in self.rows]
+
+    def all_labels(self) -> List[str]:
+        """Every label that occurs, in first-seen order."""
+        seen: Dict[str, None] = {}
+        for i in range(len(self.rows)):
+            for lab in self.labels(i):
+                seen.setdefault(lab, None)
+        return list(seen)
+
+    def with_column(self, name: str, values: Sequence[str], after: Optional[str] = None) -> "ManifestTable":
+        """A copy with column ``name`` set to ``values`` (added after ``after``, or at the end, when new)."""
+        if len(values) != len(self.rows):
+            raise ValueError(f"{len(values)} values for {len(self.rows)} rows")
+        fields = list(self.fieldnames)
+        if name not in fields:
+            if after is not None and after in fields:
+                fields.insert(fields.index(after) + 1, name)
+            else:
+                fields.append(name)
+        rows = []
+        for r, v in zip(self.rows, values):
+            r2 = dict(r)
+            r2[name] = v
+            rows.append(r2)
+        return ManifestTable(self.path, fields, rows)
+
+
+def read_manifest_table(path: PathLike) -> ManifestTable:
+    """Read a manifest CSV as a :class:`ManifestTable`, with the same parser as :func:`read_manifest`.
+
+    Rows shorter than the header get empty values; a row with more values than columns, an empty image
+    path, CSV syntax or encoding errors raise :class:`ManifestError` with one line per problem
+    (``PATH:LINE: message``). Labels and images are not checked here (``data check`` and training do that).
+    """
+    path = Path(path)
+    report = ValidationReport(str(path))
+    try:
+        header, parsed = _parse_csv(path, report)
+    except ManifestError:
+        raise ManifestError(report, report.brief()) from None
+    rows: List[Dict[str, str]] = []
+    for line, fields in parsed:
+        if len(fields) > len(header):
+            report.error("csv syntax", f"more values than columns ({len(fields)} field(s), the header has "
+                                       f"{len(header)}): {fields[:4]!r}", line=line)
+            continue
+        row = dict(zip(header, fields + [""] * (len(header) - len(fields))))
+        if not row["image"].strip():
+            report.error("empty path", "empty image path", line=line)
+            continue
+        rows.append(row)
+    if not report.ok:
+        raise ManifestError(report, report.brief())
+    return ManifestTable(path, header, rows)
+
+
+def write_manifest(path: PathLike, manifest_or_fields, rows: Optional[Sequence[Dict[str, str]]] = None) -> Path:
+    """Write a manifest atomically (temporary file in the same folder, then rename), keeping column order.
+
+    Call as ``write_manifest(path, table)`` or ``write_manifest(path, fieldnames, rows)``.
+    """
+    if isinstance(manifest_or_fields, ManifestTable):
+        fieldnames, rows = manifest_or_fields.fieldnames, manifest_or_fields.rows
+    else:
+        fieldnames = list(manifest_or_fields)
+        rows = list(rows or [])
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in fieldnames})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (0o666 less the umask), not the
+    0o600 of the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from wildlife_vision.data.dedup import UnionFind
-from wildlife_vision.data.manifest_io import Manifest
+from wildlife_vision.data.manifest import ManifestTable
 
 NONE_LABEL = "(none)"
 SPLIT_ORDER = ("train", "val", "test")
@@ -43,7 +43,7 @@ def combine_groupings(n: int, groupings: Sequence[Sequence[Optional[str]]]) -> L
     return [uf.find(i) for i in range(n)]
 
 
-def _row_label_keys(manifest: Manifest, i: int) -> Tuple[str, ...]:
+def _row_label_keys(manifest: ManifestTable, i: int) -> Tuple[str, ...]:
     labs = manifest.labels(i)
     return labs if labs else (NONE_LABEL,)
 
@@ -58,7 +58,7 @@ class SplitPlan:
     warnings: List[str] = field(default_factory=list)
 
 
-def assign_splits(manifest: Manifest, component: Sequence[int], val: float = 0.1, test: float = 0.1,
+def assign_splits(manifest: ManifestTable, component: Sequence[int], val: float = 0.1, test: float = 0.1,
                   seed: int = 0, freeze: Iterable[str] = ()) -> SplitPlan:
     """Assign each group (rows sharing a ``component`` id) to train/val/test as described in the module docstring.
 
@@ -167,7 +167,7 @@ def _pair_name(a: str, b: str) -> str:
     return f"{a}-{b}"
 
 
-def check_leaks(manifest: Manifest, keys: Sequence[Optional[str]], grouping: str, split_column: str = "split",
+def check_leaks(manifest: ManifestTable, keys: Sequence[Optional[str]], grouping: str, split_column: str = "split",
                 max_examples: int = 20) -> LeakReport:
     """Groups (rows sharing a non-empty key) whose rows fall in more than one split. Rows without a split are ignored."""
     splits = manifest.column(split_column)
@@ -214,7 +214,7 @@ def format_leaks(rep: LeakReport) -> str:
     return "\n".join(lines)
 
 
-def format_split_table(manifest: Manifest, assignment: Sequence[str]) -> str:
+def format_split_table(manifest: ManifestTable, assignment: Sequence[str]) -> str:
     """Per-split, per-label row counts (and each split's share of the label)."""
     labels = manifest.all_labels() + [NONE_LABEL]
     per: Dict[str, Counter] = defaultdict(Counter)

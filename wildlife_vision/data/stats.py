@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from wildlife_vision.data.hashing import ScanResult
-from wildlife_vision.data.manifest_io import Manifest
+from wildlife_vision.data.manifest import ManifestTable
 from wildlife_vision.data.splits import NONE_LABEL, SPLIT_ORDER
 
 NO_SPLIT = "(no split)"
@@ -22,7 +22,7 @@ def _dist(values: Sequence[float]) -> Optional[Dict[str, float]]:
             "max": float(v.max()), "mean": float(v.mean())}
 
 
-def compute_stats(manifest: Manifest, scan: Optional[ScanResult] = None) -> Dict[str, Any]:
+def compute_stats(manifest: ManifestTable, scan: Optional[ScanResult] = None) -> Dict[str, Any]:
     """Counts from the manifest, and (with ``scan``) decode failures and size distributions."""
     n = len(manifest)
     splits = manifest.column("split") if "split" in manifest.fieldnames else [""] * n

@@ -9,14 +9,13 @@ It follows CLIP's model card: intended use, out-of-scope use, what is covered an
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from wildlife_vision.data.manifest import TAXONOMY  # the one label list (torch-free module)
+from wildlife_vision.data.manifest import TAXONOMY, read_manifest_table  # the one label list and manifest parser
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +76,15 @@ def _accuracy(c: Dict[str, Any]) -> Optional[float]:
 
 
 def sources_and_licences(manifest: Path) -> List[Dict[str, Any]]:
-    """Per (source, licence): photo counts per split and per label, read from the manifest."""
-    with open(manifest, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """Per (source, licence): photo counts per split and per label, read from the manifest (the one manifest
+    parser, :func:`wildlife_vision.data.manifest.read_manifest_table`; raises its ManifestError)."""
+    m = read_manifest_table(manifest)
     table: Dict[tuple, Dict[str, Any]] = defaultdict(lambda: {"splits": Counter(), "labels": Counter()})
-    for r in rows:
+    for i, r in enumerate(m.rows):
         key = (r.get("source") or "(none)", r.get("license") or "(not stated)")
         table[key]["splits"][r.get("split") or "(none)"] += 1
-        for lab in filter(None, (r.get("labels") or "").split(";")):
-            table[key]["labels"][lab.strip()] += 1
-        if not (r.get("labels") or "").strip():
-            table[key]["labels"]["(none)"] += 1
+        for lab in m.labels(i) or ("(none)",):
+            table[key]["labels"][lab] += 1
     return [{"source": s, "license": lic, "splits": dict(v["splits"]), "labels": dict(v["labels"])}
             for (s, lic), v in sorted(table.items())]
 
