@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from wildlife_vision.data.manifest import ManifestError, atomic_write_text, read_manifest_table, write_manifest
-from wildlife_vision.data.splits import assign_splits, check_leaks, combine_groupings
+from wildlife_vision.data.splits import check_leaks, combine_groupings, split_by_group
 from synthetic import NEAR_COPIES, write_scene
 from wildlife_vision.cli import main
 
@@ -103,12 +103,12 @@ def test_combine_groupings_unions_keys():
     assert len({comp[0], comp[3], comp[4]}) == 3
 
 
-def test_assign_splits_keeps_groups_whole_with_big_groups(tmp_path):
+def test_split_by_group_keeps_groups_whole_with_big_groups(tmp_path):
     rows = [{"image": f"{i}.jpg", "labels": "ivory" if i % 3 == 0 else "", "split": ""} for i in range(200)]
     write_manifest(tmp_path / "m.csv", ["image", "labels", "split"], rows)
     man = read_manifest_table(tmp_path / "m.csv")
     comp = [i // 40 if i < 80 else i for i in range(200)]  # two groups of 40 rows, then singletons
-    plan = assign_splits(man, comp, val=0.1, test=0.1, seed=0)
+    plan = split_by_group(man, comp, val=0.1, test=0.1, seed=0)
     by_comp = defaultdict(set)
     for c, s in zip(comp, plan.assignment):
         by_comp[c].add(s)
@@ -116,7 +116,7 @@ def test_assign_splits_keeps_groups_whole_with_big_groups(tmp_path):
     assert plan.assignment[0] == "train" and plan.assignment[40] == "train"  # too big for a 10% split
     assert abs(plan.rows["val"] - 20) <= 2 and abs(plan.rows["test"] - 20) <= 2
     with pytest.raises(ValueError):
-        assign_splits(man, comp, val=0.6, test=0.5)
+        split_by_group(man, comp, val=0.6, test=0.5)
 
 
 def test_check_reports_a_planted_leak_with_counts(tmp_path, capsys):

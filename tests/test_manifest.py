@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from helpers import make_photo
-from wildlife_vision.data.manifest import (TAXONOMY, ManifestError, assign_splits, read_manifest, targets_for)
+from wildlife_vision.data.manifest import TAXONOMY, ManifestError, read_manifest, targets_for
+from wildlife_vision.data.splits import fill_missing_splits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,13 +143,13 @@ def test_deterministic_split_when_there_is_no_val(tmp_path):
     _photos(tmp_path, names)
     m = _write(tmp_path / "m.csv", "image,labels\n" + "".join(f"{n},ivory\n" for n in names))
     samples = read_manifest(m).samples
-    a, note = assign_splits(samples, 0.2)
-    b, _ = assign_splits(samples, 0.2)
+    a, note = fill_missing_splits(samples, 0.2)
+    b, _ = fill_missing_splits(samples, 0.2)
     assert note and "deterministic" in note
     assert [s.split for s in a] == [s.split for s in b]
     n_val = sum(s.split == "val" for s in a)
     assert 4 <= n_val <= 20
-    again, note2 = assign_splits(a, 0.2)  # already split: kept as is
+    again, note2 = fill_missing_splits(a, 0.2)  # already split: kept as is
     assert note2 is None and [s.split for s in again] == [s.split for s in a]
 
 

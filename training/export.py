@@ -36,7 +36,8 @@ from wildlife_vision.preprocess import PreprocessConfig, preprocess
 from wildlife_vision_train.backbones import ScoresAndEmbedding, check_wrapper
 from wildlife_vision_train.config import TrainConfig
 from wildlife_vision.evaluation.evaluate import score_onnx, summary
-from wildlife_vision.data.manifest import Sample, assign_splits, read_manifest, targets_for
+from wildlife_vision.data.manifest import Sample, read_manifest, targets_for
+from wildlife_vision.data.splits import fill_missing_splits
 from wildlife_vision.evaluation.metrics import average_precision, macro_ap
 from wildlife_vision_train.checkpoint import build_model_from_checkpoint, load_checkpoint
 
@@ -295,7 +296,7 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         raise FileNotFoundError(f"the training manifest {manifest_path} is not here; export checks the model on "
                                 "real photos: pass --data MANIFEST (any manifest with a few photos will do)")
     manifest = read_manifest(manifest_path, labels=labels, check_images=False)
-    samples, _ = assign_splits(manifest.samples, cfg.data.val_fraction)
+    samples, _ = fill_missing_splits(manifest.samples, cfg.data.val_fraction)
     val = [s for s in samples if s.split == "val"] or list(samples)
     check_batch, check_kept = _preprocess_samples(val, pre_cfg, check_images)
     if not len(check_batch):

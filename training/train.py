@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from wildlife_vision._version import __version__
-from wildlife_vision.data.manifest import Sample, assign_splits, label_counts, read_manifest, targets_for
+from wildlife_vision.data.manifest import Sample, read_manifest, targets_for
+from wildlife_vision.data.splits import fill_missing_splits, label_counts
 from wildlife_vision.evaluation.calibrate import calibrate
 from wildlife_vision.evaluation.evaluate import build_report, default_slice_columns, write_report
 from wildlife_vision.evaluation.metrics import average_precision, macro_ap
@@ -234,7 +235,7 @@ def _read_samples(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]]):
         raise ValueError(f"the checkpoint was trained on labels {ckpt['labels']}, the manifest now gives "
                          f"{list(labels)}; pass --labels {' '.join(ckpt['labels'])} or start a new run")
     cfg = cfg.replace("data", labels=tuple(labels))
-    samples, split_note = assign_splits(manifest.samples, cfg.data.val_fraction)
+    samples, split_note = fill_missing_splits(manifest.samples, cfg.data.val_fraction)
     if split_note:
         log.warning(split_note)
     train_samples = _subset([s for s in samples if s.split == "train"], cfg.data.max_train_images,

@@ -190,7 +190,7 @@ def cmd_dedup(args) -> int:
 
 def cmd_split(args) -> int:
     from wildlife_vision.data.manifest import write_manifest
-    from wildlife_vision.data.splits import assign_splits, check_leaks, combine_groupings, format_split_table
+    from wildlife_vision.data.splits import check_leaks, combine_groupings, format_split_table, split_by_group
 
     manifest = _read("split", args.manifest)
     if manifest is None:
@@ -204,7 +204,7 @@ def cmd_split(args) -> int:
     keys, result = got
     comp = combine_groupings(len(manifest), list(keys.values()))
     try:
-        plan = assign_splits(manifest, comp, val=args.val, test=args.test, seed=args.seed, freeze=args.freeze or ())
+        plan = split_by_group(manifest, comp, val=args.val, test=args.test, seed=args.seed, freeze=args.freeze or ())
     except ValueError as e:
         return _err("split", str(e))
     for w in plan.warnings:

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -445,46 +445,6 @@ def _check_files(samples: Sequence[Sample], report: ValidationReport, threads: O
                 report.error(problem[0], problem[1], line=s.line or None, image=s.image)
                 bad.add((s.line, s.path))
     return bad
-
-
-# ---- splits ----------------------------------------------------------------------------------------------
-
-def _unit_hash(text: str) -> float:
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
-
-
-def assign_splits(samples: Sequence[Sample], val_fraction: float) -> Tuple[List[Sample], Optional[str]]:
-    """Give unassigned rows a split; if there are no ``val`` rows at all, make a deterministic split.
-
-    The split is a hash of the image path, so it is the same on every machine and run. Returns the samples and
-    a message describing what was done (None when the manifest's own split was used as is).
-    """
-    has_val = any(s.split == "val" for s in samples)
-    out: List[Sample] = []
-    moved = Counter()
-    for s in samples:
-        if s.split == "test" or (has_val and s.split == "train"):
-            out.append(s)
-            continue
-        if has_val and s.split == "val":
-            out.append(s)
-            continue
-        new = "val" if _unit_hash(s.image) < val_fraction else "train"
-        if has_val and s.split == "":
-            new = "train"  # the manifest has its own val rows: unassigned rows train
-        moved[new] += 1
-        out.append(replace(s, split=new))
-    if not moved:
-        return out, None
-    if has_val:
-        return out, f"{moved['train']} row(s) without a split were used for training"
-    return out, (f"the manifest has no validation rows: made a deterministic split by image-path hash, "
-                 f"{moved['train']} train / {moved['val']} val ({val_fraction:.0%})")
-
-
-def label_counts(samples: Iterable[Sample], labels: Sequence[str]) -> Dict[str, int]:
-    c = Counter(lab for s in samples for lab in s.labels)
-    return {lab: int(c[lab]) for lab in labels}
 
 
 # ---- the row-preserving table (curation) ------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Leakage-safe split assignment and cross-split leak checks.
+"""Split assignment, one function per kind, and cross-split leak checks.
+
+* :func:`split_by_group` (``data split``): a leakage-safe train/val/test split of a manifest table in which
+  every group goes whole into one split, as described below.
+* :func:`fill_missing_splits` (training, export, benchmark): validated samples without a split get one; when
+  the manifest has no ``val`` rows at all, a deterministic split by image-path hash.
 
 A *grouping* gives every row a group key: near-duplicate groups from :mod:`wildlife_vision.data.dedup`
 (``group``), or the value of any manifest column (``seller``, ``listing``, ``source``...). Several
@@ -15,13 +20,14 @@ whole groups allow, and is deterministic for a given seed.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from wildlife_vision.data.dedup import UnionFind
-from wildlife_vision.data.manifest import ManifestTable
+from wildlife_vision.data.manifest import ManifestTable, Sample
 
 NONE_LABEL = "(none)"
 SPLIT_ORDER = ("train", "val", "test")
@@ -58,8 +64,8 @@ class SplitPlan:
     warnings: List[str] = field(default_factory=list)
 
 
-def assign_splits(manifest: ManifestTable, component: Sequence[int], val: float = 0.1, test: float = 0.1,
-                  seed: int = 0, freeze: Iterable[str] = ()) -> SplitPlan:
+def split_by_group(manifest: ManifestTable, component: Sequence[int], val: float = 0.1, test: float = 0.1,
+                   seed: int = 0, freeze: Iterable[str] = ()) -> SplitPlan:
     """Assign each group (rows sharing a ``component`` id) to train/val/test as described in the module docstring.
 
     ``freeze``: split names whose current rows keep their split; a group that contains such a row goes
@@ -141,6 +147,46 @@ def assign_splits(manifest: ManifestTable, component: Sequence[int], val: float 
         comp_split[assignment[i]].add(c)
     plan.groups = {s: len(comp_split[s]) for s in used}
     return plan
+
+
+# ---- training samples without a split ----------------------------------------------------------------
+
+def _unit_hash(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+
+
+def fill_missing_splits(samples: Sequence[Sample], val_fraction: float) -> Tuple[List[Sample], Optional[str]]:
+    """Give unassigned rows a split; if there are no ``val`` rows at all, make a deterministic split.
+
+    The split is a hash of the image path, so it is the same on every machine and run. Returns the samples and
+    a message describing what was done (None when the manifest's own split was used as is).
+    """
+    has_val = any(s.split == "val" for s in samples)
+    out: List[Sample] = []
+    moved = Counter()
+    for s in samples:
+        if s.split == "test" or (has_val and s.split == "train"):
+            out.append(s)
+            continue
+        if has_val and s.split == "val":
+            out.append(s)
+            continue
+        new = "val" if _unit_hash(s.image) < val_fraction else "train"
+        if has_val and s.split == "":
+            new = "train"  # the manifest has its own val rows: unassigned rows train
+        moved[new] += 1
+        out.append(replace(s, split=new))
+    if not moved:
+        return out, None
+    if has_val:
+        return out, f"{moved['train']} row(s) without a split were used for training"
+    return out, (f"the manifest has no validation rows: made a deterministic split by image-path hash, "
+                 f"{moved['train']} train / {moved['val']} val ({val_fraction:.0%})")
+
+
+def label_counts(samples: Iterable[Sample], labels: Sequence[str]) -> Dict[str, int]:
+    c = Counter(lab for s in samples for lab in s.labels)
+    return {lab: int(c[lab]) for lab in labels}
 
 
 # ---- leak check ---------------------------------------------------------------------------------
@@ -239,5 +285,5 @@ def format_split_table(manifest: ManifestTable, assignment: Sequence[str]) -> st
     return "\n".join(out)
 
 
-__all__ = ["combine_groupings", "assign_splits", "SplitPlan", "check_leaks", "LeakReport", "format_leaks",
-           "format_split_table", "NONE_LABEL"]
+__all__ = ["combine_groupings", "split_by_group", "fill_missing_splits", "label_counts", "SplitPlan", "check_leaks",
+           "LeakReport", "format_leaks", "format_split_table", "NONE_LABEL"]
