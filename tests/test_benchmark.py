@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,8 +76,27 @@ def test_benchmark_with_int8_and_a_labelled_manifest_compares_ap(tmp_path, capsy
 def test_benchmark_usage_errors(tmp_path, capsys):
     model = make_tiny_model(tmp_path / "tiny.onnx")
     assert main(["benchmark", "--model", str(model), "--photos", "0", "--no-torch"]) == 2
-    with pytest.raises(SystemExit, match="not found"):
-        main(["benchmark", "--model", str(tmp_path / "missing.onnx"), "--no-torch"])
+    assert "--photos must be at least 1" in capsys.readouterr().err
+    assert main(["benchmark", "--model", str(tmp_path / "missing.onnx"), "--no-torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wildlife-vision benchmark: model ") and "not found" in err and "Traceback" not in err
+    assert main(["benchmark", "--model", str(model), "--data", str(tmp_path / "nowhere"), "--no-torch"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(B.BenchmarkError, match="no .jpg"):
+        B.find_photos(str(tmp_path), None, [], tmp_path / "work")
+
+
+def test_generated_photos_need_no_test_fixture(tmp_path):
+    """`--data generated` works from an installed package: the generator is the benchmark's own."""
+    code = ("import sys; from pathlib import Path; from PIL import Image\n"
+            "from wildlife_vision_train.benchmark.photos import generated_photos\n"
+            "paths = generated_photos(Path(sys.argv[1]), 3)\n"
+            "assert 'synthetic' not in sys.modules\n"
+            "print([Image.open(p).size for p in paths], len(set(open(p, 'rb').read() for p in paths)))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gen")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(448, 336), (448, 336), (448, 336)] 3"
 
 
 def test_count_onnx_flops_counts_conv_and_gemm(tmp_path):
