@@ -2,6 +2,8 @@
 
 The tiny model is built with the `onnx` helper API (no torch): global average pool -> linear -> sigmoid,
 so it is a few hundred bytes, loads in milliseconds and gives scores that depend on the image colours.
+With ``embedding=True`` it also has an ``embedding`` output, as exported models do: the input average-pooled
+to 4x4 per channel and flattened (48 values at 32x32).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def tiny_metadata(labels: Sequence[str] = DEFAULT_LABELS, input_size: Tuple[int,
 
 def make_tiny_model(path: Path, labels: Sequence[str] = DEFAULT_LABELS, input_size: Tuple[int, int] = (32, 32),
                     metadata: Optional[dict] = None, n_outputs: Optional[int] = None, seed: int = 0,
-                    with_metadata: bool = True) -> Path:
-    """Write a tiny ONNX classifier to ``path``. ``n_outputs`` != len(labels) makes an inconsistent file."""
+                    with_metadata: bool = True, embedding: bool = False) -> Path:
+    """Write a tiny ONNX classifier to ``path``. ``n_outputs`` != len(labels) makes an inconsistent file;
+    ``embedding`` adds the second output ``embedding`` (N, 3 * (H/8) * (W/8))."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -59,10 +62,15 @@ def make_tiny_model(path: Path, labels: Sequence[str] = DEFAULT_LABELS, input_si
         helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
         helper.make_node("Sigmoid", ["logits"], ["scores"]),
     ]
+    outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n_out])]
+    if embedding:
+        nodes += [helper.make_node("AveragePool", ["pixel_values"], ["pooled4"], kernel_shape=[8, 8], strides=[8, 8]),
+                  helper.make_node("Flatten", ["pooled4"], ["embedding"], axis=1)]
+        outputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 3 * (h // 8) * (wd // 8)]))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, h, wd])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n_out])],
+        outputs,
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

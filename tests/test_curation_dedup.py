@@ -165,25 +165,10 @@ def test_embedding_similarity_needs_an_embedding_output(photo_set, tmp_path, cap
     assert "no 'embedding' output" in capsys.readouterr().err
 
 
-def _model_with_embedding(path: Path) -> Path:
-    """The tiny test model plus an 'embedding' output (a 4x4 average-pooled, flattened image)."""
-    import onnx
-    from onnx import TensorProto, helper
-
+def test_embedding_similarity_joins_photos_when_the_model_has_embeddings(tmp_path):
     from helpers import make_tiny_model
 
-    make_tiny_model(path)
-    m = onnx.load(str(path))
-    g = m.graph
-    g.node.extend([helper.make_node("AveragePool", ["pixel_values"], ["pooled4"], kernel_shape=[8, 8], strides=[8, 8]),
-                   helper.make_node("Flatten", ["pooled4"], ["embedding"], axis=1)])
-    g.output.extend([helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 48])])
-    onnx.save(m, str(path))
-    return path
-
-
-def test_embedding_similarity_joins_photos_when_the_model_has_embeddings(tmp_path):
-    model = _model_with_embedding(tmp_path / "emb.onnx")
+    model = make_tiny_model(tmp_path / "emb.onnx", embedding=True)
     write_scene(tmp_path / "a.jpg", 5)
     img = Image.open(tmp_path / "a.jpg").convert("RGB")
     w, h = img.size

@@ -1,4 +1,4 @@
-"""The Python API: load_model, Model properties, predict/predict_iter semantics, consistency, providers."""
+"""The Python API: load_model, Model properties, predict/predict_iter and embed semantics, consistency, providers."""
 
 from __future__ import annotations
 
@@ -264,3 +264,81 @@ def test_an_unexpected_preprocessing_bug_becomes_that_inputs_error(model, photos
     monkeypatch.setattr(model_mod, "preprocess", boom)
     pred = model.predict(photos[0])
     assert pred.error_kind == "internal_error" and "ZeroDivisionError" in pred.error
+
+
+# ---- embeddings -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def emb_model(tmp_path_factory):
+    return wv.load_model(make_tiny_model(tmp_path_factory.mktemp("e") / "emb.onnx", embedding=True))
+
+
+def _pooled(model, item) -> np.ndarray:
+    """What the tiny model's embedding output computes: the preprocessed image average-pooled to 4x4, flattened."""
+    x = wv.preprocess.preprocess(item, model.preprocess_config)
+    return x.reshape(3, 4, 8, 4, 8).mean(axis=(2, 4)).reshape(-1)
+
+
+def test_embed_one_input_returns_its_vector(emb_model, photos):
+    assert emb_model.has_embedding
+    vec = emb_model.embed(photos[0])
+    assert isinstance(vec, np.ndarray) and vec.dtype == np.float32 and vec.shape == (48,)
+    np.testing.assert_allclose(vec, _pooled(emb_model, photos[0]), rtol=1e-5, atol=1e-6)
+    same = [emb_model.embed(x) for x in (Path(photos[0]).read_bytes(), Image.open(photos[0]),
+                                           np.asarray(Image.open(photos[0]).convert("RGB")))]
+    for v in same:
+        np.testing.assert_array_equal(v, vec)
+    with pytest.raises(wv.ImageDecodeError) as exc:
+        emb_model.embed(b"not an image")
+    assert exc.value.kind == "not_an_image"
+
+
+def test_embed_a_list_gives_one_result_each_and_bad_inputs_spare_the_rest(emb_model, photos):
+    items = [photos[0], b"", photos[1], "/nope.png", photos[2]]
+    res = emb_model.embed(items, batch_size=2, workers=2)
+    assert [r.ok for r in res] == [True, False, True, False, True]
+    assert [r.error_kind for r in res] == [None, "empty", None, "not_found", None]
+    assert res[1].vector is None and res[0].input == photos[0]
+    alone = [emb_model.embed(p) for p in (photos[0], photos[1], photos[2])]
+    for r, v in zip((res[0], res[2], res[4]), alone):
+        np.testing.assert_array_equal(r.vector, v)
+    for bs, w in ((1, 1), (3, 1), (32, 3)):  # batching and threads do not change the vectors
+        again = emb_model.embed(photos, batch_size=bs, workers=w)
+        np.testing.assert_array_equal(np.stack([r.vector for r in again]),
+                                      np.stack([r.vector for r in emb_model.embed(photos)]))
+    with pytest.raises(TypeError, match="position 1"):
+        emb_model.embed([photos[0], 42])
+
+
+def test_embed_and_predict_share_one_loop(emb_model, photos, monkeypatch):
+    """An inference failure on one input of a batch spares the rest for embeddings too (the same _score)."""
+    seen = []
+    real = emb_model.run_batch
+
+    def spy(batch, output=None):
+        seen.append((len(batch), output))
+        if output == "embedding" and len(batch) > 1:
+            raise RuntimeError("simulated batch failure")
+        return real(batch, output)
+
+    monkeypatch.setattr(emb_model, "run_batch", spy)
+    res = emb_model.embed(photos[:3], batch_size=3)
+    assert all(r.ok for r in res) and seen == [(3, "embedding"), (1, "embedding"), (1, "embedding"),
+                                               (1, "embedding")]
+    seen.clear()
+    assert emb_model.predict(photos[0]).ok and seen == [(1, None)]  # the scores still come from the scores output
+
+
+def test_embed_needs_an_embedding_output(model, photos):
+    assert not model.has_embedding
+    with pytest.raises(wv.EmbeddingUnavailable, match="no 'embedding' output") as exc:
+        model.embed(photos[0])
+    assert isinstance(exc.value, ModelLoadError)
+    with pytest.raises(wv.EmbeddingUnavailable):
+        model.embed_iter(iter([photos[0]]))  # at once, before reading any input
+
+
+def test_non_finite_embeddings_are_an_error(emb_model, photos, monkeypatch):
+    monkeypatch.setattr(emb_model, "run_batch", lambda b, output=None: np.full((len(b), 48), np.inf, np.float32))
+    (res,) = emb_model.embed([photos[0]])
+    assert res.error_kind == "inference_failed" and "non-finite" in res.error

@@ -17,6 +17,10 @@ class MetadataError(ModelLoadError):
     """The model's embedded wildlife_vision metadata is missing, malformed or from a newer schema."""
 
 
+class EmbeddingUnavailable(ModelLoadError):
+    """The model has no ``embedding`` output, so :meth:`wildlife_vision.Model.embed` cannot be used with it."""
+
+
 #: Stable, machine-readable categories of per-input failures (``ImageDecodeError.kind`` and the
 #: ``error_kind`` field of prediction records). Documented in docs/predict.md.
 ERROR_KINDS = (

@@ -1,8 +1,14 @@
-"""The loaded model: one object that owns the onnxruntime session, its labels, thresholds and preprocessing."""
+"""The loaded model: one object that owns the onnxruntime session, its labels, thresholds and preprocessing.
+
+Scoring (:meth:`Model.predict`) and embeddings (:meth:`Model.embed`) go through one loop: inputs are decoded
+(optionally in threads, one batch ahead), batched, run through the session for one output, and turned into
+one result per input, with a failed input never spoiling its batch.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -16,7 +22,7 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional
 import numpy as np
 from PIL import Image
 
-from .errors import ImageDecodeError, ModelLoadError
+from .errors import EmbeddingUnavailable, ImageDecodeError, ModelLoadError
 from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .preprocess import ImageInput, PreprocessConfig, preprocess
 
@@ -35,6 +41,9 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 IO_BINDING_PROVIDERS = ("CUDAExecutionProvider",)
 
 PathLike = Union[str, os.PathLike]
+
+#: the name of the pooled-features output that `wildlife-vision export` adds beside the scores
+EMBEDDING_OUTPUT = "embedding"
 
 #: Python types accepted as one input.
 INPUT_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
@@ -65,6 +74,22 @@ class Prediction:
     def to_dict(self) -> Dict[str, Any]:
         return {"input": self.input, "scores": dict(self.scores), "flagged": list(self.flagged),
                 "review": list(self.review), "error": self.error, "error_kind": self.error_kind}
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """The embedding of one input: ``vector`` is the model's ``embedding`` output for it (1-D float32), or None
+    when the input could not be embedded; then ``error`` says why and ``error_kind`` is its category (as for
+    :class:`Prediction`)."""
+
+    input: str
+    vector: Optional[np.ndarray] = None
+    error: Optional[str] = None
+    error_kind: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 def default_model_path() -> Path:
@@ -260,6 +285,7 @@ class Model:
             raise ModelLoadError(f"{self.path}: metadata says input size {h}x{w}, the graph expects "
                                  f"{shape[2]}x{shape[3]}; the file is inconsistent, re-export it")
         names = [o.name for o in outputs]
+        self._output_names: List[str] = names
         self._output_name = meta.output_name if meta.output_name in names else names[0]
         out_shape = next(o.shape for o in outputs if o.name == self._output_name)
         width = out_shape[-1] if out_shape else None
@@ -286,23 +312,44 @@ class Model:
         device once and only the scores come back (the embedding output stays on the device)."""
         return self.provider in IO_BINDING_PROVIDERS
 
-    def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Run the network on an already preprocessed (N, 3, H, W) float32 batch; returns (N, labels) scores."""
-        if self.uses_io_binding:
-            out = self._run_io_binding(batch)
-        else:
-            out = self.session.run([self._output_name], {self._input_name: batch})[0]
-        if out.ndim != 2 or out.shape != (batch.shape[0], len(self.labels)):
-            raise ModelLoadError(f"model returned scores of shape {out.shape}, expected ({batch.shape[0]}, "
-                                 f"{len(self.labels)})")
-        return out
+    @property
+    def has_embedding(self) -> bool:
+        """True when the model file has an ``embedding`` output (models from `wildlife-vision export` do)."""
+        return EMBEDDING_OUTPUT in self._output_names
 
-    def _run_io_binding(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray, output: Optional[str] = None) -> np.ndarray:
+        """Run the network on an already preprocessed (N, 3, H, W) float32 batch.
+
+        Returns the (N, labels) scores, or with ``output="embedding"`` that output, one flattened row per image.
+        """
+        name = self._output_name if output is None else output
+        if name not in self._output_names:
+            raise ModelLoadError(f"{self.path} has no output {name!r} (its outputs: {self._output_names})")
+        if self.uses_io_binding:
+            out = self._run_io_binding(batch, name)
+        else:
+            out = self.session.run([name], {self._input_name: batch})[0]
+        if name == self._output_name:
+            if out.ndim != 2 or out.shape != (batch.shape[0], len(self.labels)):
+                raise ModelLoadError(f"model returned scores of shape {out.shape}, expected ({batch.shape[0]}, "
+                                     f"{len(self.labels)})")
+            return out
+        if out.ndim < 1 or out.shape[0] != batch.shape[0]:
+            raise ModelLoadError(f"model returned {name!r} of shape {out.shape} for a batch of {batch.shape[0]}")
+        return out.reshape(out.shape[0], -1)
+
+    def _run_io_binding(self, batch: np.ndarray, name: str) -> np.ndarray:
         binding = self.session.io_binding()
         binding.bind_cpu_input(self._input_name, np.ascontiguousarray(batch, dtype=np.float32))
-        binding.bind_output(self._output_name, "cpu")
+        binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+    def _embedding(self, name: str, row: np.ndarray) -> Embedding:
+        if not np.all(np.isfinite(row)):
+            return Embedding(input=name, error="the model returned a non-finite embedding (NaN or infinity) for this "
+                                               "input; the model file may be broken", error_kind="inference_failed")
+        return Embedding(input=name, vector=np.array(row, dtype=np.float32))
 
     def _result(self, name: str, row: np.ndarray) -> Prediction:
         meta = self.metadata
@@ -347,6 +394,47 @@ class Model:
         inputs are decoded in that many threads, one batch ahead of the model. ``names`` (same length as
         ``items``) sets each Prediction's ``input``; by default the path, or a description of the object.
         """
+        yield from self._stream(items, batch_size, workers, names, None)
+
+    def embed(self, x: Union[ImageInput, Iterable[ImageInput]], batch_size: Optional[int] = None,
+              workers: int = 1) -> Union[np.ndarray, List[Embedding]]:
+        """The model's ``embedding`` output (pooled backbone features) for one input or a list of inputs.
+
+        Same inputs, batching and threads as :meth:`predict`. One input: its 1-D float32 vector, or
+        :class:`~wildlife_vision.errors.ImageDecodeError` (with the error's ``kind``) when it cannot be embedded.
+        A list: one :class:`Embedding` per input, same order, whose ``vector`` is None and ``error`` says why for
+        an input that cannot be embedded; the others are unaffected. Unsupported Python types raise
+        :class:`TypeError` before anything runs, as in :meth:`predict`. A model file without an ``embedding``
+        output raises :class:`~wildlife_vision.errors.EmbeddingUnavailable` (a ModelLoadError).
+        """
+        single = _is_single(x)
+        items = [x] if single else list(x)  # type: ignore[arg-type]
+        for i, item in enumerate(items):
+            if not isinstance(item, INPUT_TYPES):
+                raise TypeError(_unsupported(item, "" if single else f" at position {i}"))
+        names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
+        results = list(self.embed_iter(items, batch_size=batch_size, workers=workers, names=names))
+        if not single:
+            return results
+        if results[0].vector is None:
+            raise ImageDecodeError(results[0].error or "cannot embed this input", results[0].error_kind)
+        return results[0].vector
+
+    def embed_iter(self, items: Iterable[ImageInput], batch_size: Optional[int] = None, workers: int = 1,
+                   names: Optional[Iterable[str]] = None) -> Iterator[Embedding]:
+        """Stream :class:`Embedding` results for an iterable of inputs, in order, as :meth:`predict_iter` does
+        predictions. Raises :class:`~wildlife_vision.errors.EmbeddingUnavailable` at once (before reading any
+        input) when the model has no ``embedding`` output."""
+        if not self.has_embedding:
+            raise EmbeddingUnavailable(
+                f"{self.path} has no '{EMBEDDING_OUTPUT}' output (its outputs: {self._output_names}); embeddings "
+                "need a model exported by `wildlife-vision export`, which adds the pooled backbone features as a "
+                f"second output named '{EMBEDDING_OUTPUT}'")
+        return self._stream(items, batch_size, workers, names, EMBEDDING_OUTPUT)
+
+    def _stream(self, items: Iterable[Any], batch_size: Optional[int], workers: int, names: Optional[Iterable[str]],
+                output: Optional[str]) -> Iterator[Any]:
+        """The one decode -> batch -> session loop: one result per input, in order (see :meth:`_score`)."""
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
@@ -358,7 +446,7 @@ class Model:
             for chunk in chunks:
                 batch = self._empty_batch(len(chunk))
                 errors = [self._prepare_one(item, batch[i]) for i, (_, item) in enumerate(chunk)]
-                yield from self._score(chunk, batch, errors)
+                yield from self._score(chunk, batch, errors, output)
             return
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wildlife-vision-decode")
         pending: Deque[Tuple[List[Tuple[str, Any]], np.ndarray, List[Future]]] = deque()
@@ -369,10 +457,10 @@ class Model:
                 pending.append((chunk, batch, futures))
                 if len(pending) > 1:  # keep one batch decoding while the previous one is scored
                     done_chunk, done_batch, done_futures = pending.popleft()
-                    yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures])
+                    yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures], output)
             while pending:
                 done_chunk, done_batch, done_futures = pending.popleft()
-                yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures])
+                yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures], output)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -395,28 +483,35 @@ class Model:
             return (f"internal error while preprocessing ({type(e).__name__}: {e}); please report it with this "
                     "input", "internal_error")
 
-    def _score(self, chunk: Sequence[Tuple[str, Any]], batch: np.ndarray, errors: List[_Error]) -> Iterator[Prediction]:
+    def _score(self, chunk: Sequence[Tuple[str, Any]], batch: np.ndarray, errors: List[_Error],
+               output: Optional[str] = None) -> Iterator[Any]:
+        """Run ``output`` (None: the scores) on the decoded inputs of one batch; yield one result per input:
+        a :class:`Prediction` for the scores, an :class:`Embedding` for the ``embedding`` output."""
+        if output is None:
+            run, make, failed = self.run_batch, self._result, Prediction
+        else:
+            run, make, failed = functools.partial(self.run_batch, output=output), self._embedding, Embedding
         good = [i for i, e in enumerate(errors) if e is None]
         rows: Dict[int, np.ndarray] = {}
         if good:
             try:
-                scores = self.run_batch(batch if len(good) == len(chunk) else batch[good])
+                scores = run(batch if len(good) == len(chunk) else batch[good])
                 rows = dict(zip(good, scores))
             except Exception as e:  # noqa: BLE001 - retry one by one so one input cannot spoil its batch
                 log.warning("inference failed on a batch of %d (%s); retrying one input at a time", len(good),
                             str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
                 for i in good:
                     try:
-                        rows[i] = self.run_batch(batch[i:i + 1])[0]
+                        rows[i] = run(batch[i:i + 1])[0]
                     except Exception as e1:  # noqa: BLE001
                         msg = str(e1).splitlines()[0][:300] if str(e1) else type(e1).__name__
                         errors[i] = (f"inference failed: {msg}", "inference_failed")
         for i, (name, _) in enumerate(chunk):
             err = errors[i]
             if err is not None:
-                yield Prediction(input=name, error=err[0], error_kind=err[1])
+                yield failed(input=name, error=err[0], error_kind=err[1])
             else:
-                yield self._result(name, rows[i])
+                yield make(name, rows[i])
 
 
 def _chunks(items: Iterable[Any], names: Optional[Iterable[str]], bs: int) -> Iterator[List[Tuple[str, Any]]]:
@@ -457,5 +552,5 @@ def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str
                  batch_size=batch_size, draft=draft)
 
 
-__all__ = ["Model", "Prediction", "load_model", "default_model_path", "available_providers", "METADATA_KEY",
+__all__ = ["Model", "Prediction", "Embedding", "EMBEDDING_OUTPUT", "load_model", "default_model_path", "available_providers", "METADATA_KEY",
            "GPU_PROVIDERS", "PROVIDER_ALIASES"]

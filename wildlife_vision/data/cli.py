@@ -98,7 +98,8 @@ def _dedup_params(args):
 
 def _run_dedup(cmd: str, args, manifest):
     """find_duplicates with CLI error handling; returns the result or an int exit code."""
-    from wildlife_vision.data.dedup import EmbeddingUnavailable, find_duplicates
+    from wildlife_vision.data.dedup import find_duplicates
+    from wildlife_vision.errors import EmbeddingUnavailable, ModelLoadError
 
     try:
         params = _dedup_params(args)
@@ -107,13 +108,9 @@ def _run_dedup(cmd: str, args, manifest):
     try:
         return find_duplicates(manifest, params, cache=_cache_for(args), progress=_progress(args))
     except EmbeddingUnavailable as e:
-        return _err(cmd, str(e))
-    except Exception as e:  # a model that does not load: say so, as an input error
-        from wildlife_vision.errors import ModelLoadError
-
-        if isinstance(e, ModelLoadError):
-            return _err(cmd, f"cannot use --model: {e}")
-        raise
+        return _err(cmd, f"{e}. Run without --model to use the perceptual hashes only.")
+    except ModelLoadError as e:  # a model that does not load: say so, as an input error
+        return _err(cmd, f"cannot use --model: {e}")
 
 
 def _parse_by(values: Optional[Sequence[str]]) -> List[str]:

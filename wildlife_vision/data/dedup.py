@@ -202,50 +202,27 @@ def embedding_pairs(emb: np.ndarray, threshold: float = DEFAULT_EMBEDDING_THRESH
     return np.concatenate(A).astype(np.int64), np.concatenate(B).astype(np.int64), np.concatenate(S)
 
 
-class EmbeddingUnavailable(RuntimeError):
-    """The model given for embedding similarity has no ``embedding`` output."""
-
-
 def compute_embeddings(model_path: os.PathLike, paths: Sequence[str], batch_size: int = 32,
-                       progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Embeddings from the ``embedding`` output of an exported model: (array (n, d), ok mask (n,))."""
-    from wildlife_vision.errors import ImageDecodeError
+                       progress: bool = False, workers: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """Embeddings from the ``embedding`` output of an exported model (:meth:`wildlife_vision.Model.embed_iter`):
+    (array (n, d), ok mask (n,)); rows of photos that could not be embedded are zero and not ok.
+
+    Raises :class:`~wildlife_vision.errors.EmbeddingUnavailable` when the model has no ``embedding`` output.
+    """
     from wildlife_vision.model import load_model
-    from wildlife_vision.preprocess import preprocess
 
     model = load_model(model_path)
-    outputs = [o.name for o in model.session.get_outputs()]
-    if "embedding" not in outputs:
-        raise EmbeddingUnavailable(
-            f"{model_path} has no 'embedding' output (its outputs: {outputs}); embedding similarity needs a model "
-            "exported with the pooled backbone features as a second output named 'embedding'. Run without "
-            "--model to use the perceptual hashes only.")
-    input_name = model.session.get_inputs()[0].name
-    cfg = model.metadata.preprocess
-    h, w = cfg.input_size
+    results = model.embed_iter(list(paths), batch_size=batch_size, workers=max(1, int(workers)))
     n = len(paths)
     ok = np.zeros(n, dtype=bool)
     emb: Optional[np.ndarray] = None
-    for s in track(range(0, n, batch_size), (n + batch_size - 1) // batch_size, "embeddings", unit="batch",
-                   enabled=progress):
-        idx = list(range(s, min(n, s + batch_size)))
-        batch = np.empty((len(idx), 3, h, w), dtype=np.float32)
-        good = []
-        for k, i in enumerate(idx):
-            try:
-                preprocess(paths[i], cfg, out=batch[k])
-                good.append(k)
-            except ImageDecodeError:
-                pass
-        if not good:
+    for i, res in enumerate(track(results, n, "embeddings", enabled=progress)):
+        if res.vector is None:
             continue
-        out = model.session.run(["embedding"], {input_name: batch[good]})[0]
-        out = out.reshape(out.shape[0], -1)
         if emb is None:
-            emb = np.zeros((n, out.shape[1]), dtype=np.float32)
-        for k, row in zip(good, out):
-            emb[idx[k]] = row
-            ok[idx[k]] = True
+            emb = np.zeros((n, res.vector.shape[0]), dtype=np.float32)
+        emb[i] = res.vector
+        ok[i] = True
     if emb is None:
         emb = np.zeros((n, 1), dtype=np.float32)
     return emb, ok
@@ -360,7 +337,7 @@ def find_duplicates(manifest: ManifestTable, params: Optional[DedupParams] = Non
     if params.embedding_model:
         t1 = time.perf_counter()
         paths_ok = [row_paths[first_row[f]] for f in ok_files]
-        emb, emb_ok = compute_embeddings(params.embedding_model, paths_ok, progress=progress)
+        emb, emb_ok = compute_embeddings(params.embedding_model, paths_ok, progress=progress, workers=params.workers)
         idx = np.nonzero(emb_ok)[0]
         ea, eb, es = embedding_pairs(emb[idx], params.embedding_threshold)
         for a, b, s in zip(ea, eb, es):
@@ -506,6 +483,6 @@ def format_summary(result: DedupResult) -> str:
 
 
 __all__ = ["SCHEMA", "COMBOS", "WINDOW_NAMES", "DedupParams", "DedupResult", "find_duplicates", "candidate_pairs",
-           "verify_pairs", "embedding_pairs", "compute_embeddings", "EmbeddingUnavailable", "UnionFind",
+           "verify_pairs", "embedding_pairs", "compute_embeddings", "UnionFind",
            "load_report", "groups_from_report", "format_summary", "DEFAULT_THRESHOLD", "DEFAULT_VERIFY_THRESHOLD",
            "DEFAULT_EMBEDDING_THRESHOLD"]
