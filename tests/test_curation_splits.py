@@ -219,3 +219,30 @@ def test_written_manifests_and_reports_honour_the_umask(tmp_path, umask):
         os.umask(old)
     for name in ("split.csv", "dedup.json", "dedup.csv", "sub/x.txt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_data_commands_use_the_shared_exit_codes_and_never_a_traceback(tmp_path, capsys):
+    from wildlife_vision.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+    def run(*args) -> int:
+        code = main(["data", *map(str, args)])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return code
+
+    m = _seller_manifest(tmp_path, n_sellers=6)
+    missing = tmp_path / "nope.csv"
+    for sub in (["dedup", missing], ["split", missing, "-o", tmp_path / "o.csv"], ["check", missing, "--no-dedup",
+                "--by", "seller"], ["stats", missing], ["labelstudio-import", tmp_path / "nope.json", "-o",
+                tmp_path / "o.csv"], ["labelstudio-export", tmp_path / "nope.jsonl", "-o", tmp_path / "t.json"]):
+        assert run(*sub) == EXIT_USAGE, sub
+    assert run() == EXIT_USAGE                                                   # no subcommand
+    assert run("split", m, "--by", "seller", "--val", "2", "-o", tmp_path / "o.csv") == EXIT_USAGE
+    assert run("check", m, "--no-dedup", "--by", "seller") == EXIT_OK            # all rows in train
+    assert run("split", m, "--by", "listing", "-o", tmp_path / "leaky.csv") == EXIT_OK
+    assert run("check", tmp_path / "leaky.csv", "--no-dedup", "--by", "seller") == EXIT_FAILURE  # leaks
+    (tmp_path / "a_file").write_text("x")
+    blocked = tmp_path / "a_file" / "out.csv"                                    # its folder is a file
+    assert run("split", m, "--by", "seller", "-o", blocked) == EXIT_FAILURE
+    assert run("dedup", m, "--no-cache", "-o", tmp_path / "a_file" / "r.json") == EXIT_FAILURE
+    assert run("dedup", m, "--no-cache", "-o", tmp_path / "r.json", "--write-manifest", blocked) == EXIT_FAILURE

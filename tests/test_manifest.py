@@ -102,6 +102,37 @@ def test_missing_manifest_is_a_report_not_a_traceback(tmp_path):
         read_manifest(tmp_path / "nope.csv")
 
 
+@pytest.mark.parametrize("cell,suggestion", [
+    ("ivroy", "ivory"),
+    ('"ivory,live_animal"', "ivory;live_animal"),     # a quoted comma: one unknown label
+    ('"ivory, live_anmal"', "ivory;live_animal"),     # and a typo in one of them
+    ("live_animals", "live_animal"),
+])
+def test_a_label_typo_gets_a_suggestion_and_the_separator_hint(tmp_path, cell, suggestion):
+    _photos(tmp_path, ["a.jpg"])
+    with pytest.raises(ManifestError) as exc:
+        read_manifest(_write(tmp_path / "m.csv", f"image,labels\na.jpg,{cell}\n"))
+    (issue,) = [i for i in exc.value.report.errors if i.kind == "unknown label"]
+    assert f"did you mean '{suggestion}'?" in issue.message and "labels are separated by ';'" in issue.message
+    assert f"did you mean '{suggestion}'?" in str(exc.value)
+
+
+def test_labels_separated_by_unquoted_commas_get_the_separator_hint(tmp_path):
+    _photos(tmp_path, ["a.jpg"])
+    with pytest.raises(ManifestError) as exc:
+        read_manifest(_write(tmp_path / "m.csv", "image,labels,split\na.jpg,ivory,live_animal,train\n"))
+    (issue,) = exc.value.report.errors
+    assert issue.kind == "csv syntax" and "separated by ';', not ','" in issue.message
+    assert "did you mean 'ivory;live_animal'?" in issue.message
+
+
+def test_an_unknown_label_far_from_every_known_one_gets_no_guess(tmp_path):
+    _photos(tmp_path, ["a.jpg"])
+    with pytest.raises(ManifestError) as exc:
+        read_manifest(_write(tmp_path / "m.csv", "image,labels\na.jpg,dragon\n"))
+    assert "did you mean" not in str(exc.value) and "separated by ';'" in str(exc.value)
+
+
 def test_explicit_labels_ignore_other_taxonomy_labels_and_accept_custom_ones(tmp_path):
     _photos(tmp_path, ["a.jpg", "b.jpg"])
     m = _write(tmp_path / "m.csv", "image,labels\na.jpg,ivory;shark_fin\nb.jpg,live_animal\n")

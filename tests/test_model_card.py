@@ -91,3 +91,56 @@ def test_card_names_train_and_test_sizes_when_they_differ(tmp_path):
     assert "Train and test sizes differ" not in same
     card = render({**meta, "training": {"config": {"data": {"image_size": size - 8}}}}, REPORT)
     assert f"fine-tuned on {size - 8} px random-resized crops, evaluated, calibrated and run at [{size}, {size}]" in card
+
+
+def _card_cli(tmp_path, model, report, *extra):
+    return main(["model-card", str(model), "--report", str(report), "--output", str(tmp_path / "card.md"), *extra])
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("wildlife-vision model-card: ")
+    return err
+
+
+def test_a_model_that_cannot_be_loaded_exits_4_in_one_line(tmp_path, capsys):
+    from wildlife_vision.exitcodes import EXIT_MODEL
+
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    assert _card_cli(tmp_path, tmp_path / "missing.onnx", tmp_path / "report.json") == EXIT_MODEL
+    assert "model file not found" in _one_line_error(capsys)
+    (tmp_path / "notonnx.onnx").write_text("hello")
+    assert _card_cli(tmp_path, tmp_path / "notonnx.onnx", tmp_path / "report.json") == EXIT_MODEL
+    assert "not an ONNX model" in _one_line_error(capsys)
+    assert not (tmp_path / "card.md").exists()
+
+
+def test_a_bad_report_exits_2_in_one_line(tmp_path, capsys):
+    from wildlife_vision.exitcodes import EXIT_USAGE
+
+    model = make_tiny_model(tmp_path / "m.onnx")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "wrong.json").write_text(json.dumps({"per_class": [1]}))
+    for report, says in ((tmp_path / "eval", "is a folder"), (tmp_path / "nope.json", "file not found"),
+                         (tmp_path / "bad.json", "is not JSON"), (tmp_path / "list.json", "expected a JSON object"),
+                         (tmp_path / "wrong.json", "is not an evaluation report")):
+        assert _card_cli(tmp_path, model, report) == EXIT_USAGE, report
+        assert says in _one_line_error(capsys)
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    assert _card_cli(tmp_path, model, tmp_path / "report.json", "--baseline", str(tmp_path / "eval")) == EXIT_USAGE
+    assert "--baseline" in _one_line_error(capsys)
+    assert _card_cli(tmp_path, model, tmp_path / "report.json", "--data", str(tmp_path / "nope.csv")) == EXIT_USAGE
+    assert "--data" in _one_line_error(capsys)
+    assert not (tmp_path / "card.md").exists()
+
+
+def test_sources_table_reads_through_the_one_manifest_parser(tmp_path):
+    (tmp_path / "m.csv").write_text("\ufeffimage,labels,split,source,license\na.jpg,ivory; ivory,train,met,CC0\n"
+                                    "b.jpg,,val,met,CC0\n\nc.jpg,live_animal,train,,\n", encoding="utf-8")
+    got = {(r["source"], r["license"]): r for r in sources_and_licences(tmp_path / "m.csv")}
+    assert got[("met", "CC0")]["labels"] == {"ivory": 1, "(none)": 1}
+    assert got[("met", "CC0")]["splits"] == {"train": 1, "val": 1}
+    assert got[("(none)", "(not stated)")]["labels"] == {"live_animal": 1}

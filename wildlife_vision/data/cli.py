@@ -1,8 +1,9 @@
 """`wildlife-vision data ...`: dedup, split, check, stats, labelstudio-import, labelstudio-export.
 
-Exit codes: 0 success (``check``: no leaks), 1 ``check`` found leaks, 2 bad input (missing or malformed
-manifest, export or predictions file, bad option values), 3 a missing optional extra (matplotlib for
-``--chart``).
+Exit codes (the shared table in :mod:`wildlife_vision.exitcodes`): 0 success (``check``: no leaks), 1 ``check``
+found leaks, or an output could not be written, 2 bad input (missing or malformed manifest, export or
+predictions file, bad option values), 3 a missing optional extra (matplotlib for ``--chart``). Every failure is
+one message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from wildlife_vision.exitcodes import EXIT_FAILURE as EXIT_LEAKS, EXIT_OK, EXIT_USAGE as EXIT_INPUT
+from wildlife_vision.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE as EXIT_INPUT
 
 log = logging.getLogger("wildlife_vision.data")
 
+#: ``data check`` found groups that span two splits
+EXIT_LEAKS = EXIT_FAILURE
 
 
 # ---- shared helpers -----------------------------------------------------------------------------
@@ -51,6 +54,11 @@ def _progress(args) -> bool:
 def _err(cmd: str, msg: str) -> int:
     print(f"wildlife-vision data {cmd}: {msg}", file=sys.stderr)
     return EXIT_INPUT
+
+
+def _unwritable(cmd: str, path, e: OSError) -> int:
+    print(f"wildlife-vision data {cmd}: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def _read(cmd: str, path: str):
@@ -170,7 +178,10 @@ def cmd_dedup(args) -> int:
     if isinstance(result, int):
         return result
     out = Path(args.output) if args.output else Path.cwd() / f"{Path(args.manifest).stem}.dedup.json"
-    result.write_report(out)
+    try:
+        result.write_report(out)
+    except OSError as e:
+        return _unwritable("dedup", out, e)
     if args.json:
         print(json.dumps({"report": str(out), **result.summary}, indent=1))
     else:
@@ -179,7 +190,10 @@ def cmd_dedup(args) -> int:
     if args.write_manifest:
         if Path(args.write_manifest).resolve() == Path(args.manifest).resolve() and not args.inplace:
             return _err("dedup", "--write-manifest would overwrite the input manifest; add --inplace to allow it")
-        write_manifest(args.write_manifest, manifest.with_column("dup_group", result.dup_group_column()))
+        try:
+            write_manifest(args.write_manifest, manifest.with_column("dup_group", result.dup_group_column()))
+        except OSError as e:
+            return _unwritable("dedup", args.write_manifest, e)
         if not args.json:
             print(f"manifest with dup_group column: {args.write_manifest}")
     return EXIT_OK
@@ -212,7 +226,10 @@ def cmd_split(args) -> int:
     target = Path(args.manifest) if args.inplace else Path(args.output)
     if not args.inplace and target.resolve() == Path(args.manifest).resolve():
         return _err("split", "--output is the input manifest; use --inplace to rewrite it")
-    write_manifest(target, new)
+    try:
+        write_manifest(target, new)
+    except OSError as e:
+        return _unwritable("split", target, e)
     summary = {"output": str(target), "by": by, "seed": args.seed, "targets": plan.targets, "rows": plan.rows,
                "groups": plan.groups, "labels": {s: dict(c) for s, c in plan.counts.items()}, "leaks": {}}
     for name, k in keys.items():
@@ -272,7 +289,10 @@ def cmd_stats(args) -> int:
                           progress=_progress(args), cache=_cache_for(args))
     st = compute_stats(manifest, scan)
     if args.chart:
-        write_chart(st, args.chart, scan)
+        try:
+            write_chart(st, args.chart, scan)
+        except OSError as e:
+            return _unwritable("stats", args.chart, e)
         st["chart"] = args.chart
     if args.json:
         print(json.dumps(st, indent=1))
@@ -309,7 +329,10 @@ def cmd_ls_import(args) -> int:
                                  strip_prefixes=args.strip_prefix or (), empty_means_none=args.empty_means_none)
     except (LabelStudioError, ValueError, OSError) as e:
         return _err("labelstudio-import", str(e))
-    write_manifest(args.output, res.fieldnames, res.rows)
+    try:
+        write_manifest(args.output, res.fieldnames, res.rows)
+    except OSError as e:
+        return _unwritable("labelstudio-import", args.output, e)
     s = res.summary()
     if args.json:
         print(json.dumps({"output": args.output, **s}, indent=1))
@@ -348,7 +371,10 @@ def cmd_ls_export(args) -> int:
     except (LabelStudioError, ValueError, OSError) as e:
         return _err("labelstudio-export", str(e))
     res.counts.update(counts)
-    atomic_write_text(args.output, json.dumps(res.tasks, indent=1, ensure_ascii=False) + "\n")
+    try:
+        atomic_write_text(args.output, json.dumps(res.tasks, indent=1, ensure_ascii=False) + "\n")
+    except OSError as e:
+        return _unwritable("labelstudio-export", args.output, e)
     c = dict(res.counts)
     if args.json:
         print(json.dumps({"output": args.output, "thresholds": thresholds, **c}, indent=1))

@@ -21,10 +21,12 @@ Two views of one file, parsed by one function (:func:`_parse_csv`: decoding, hea
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -331,8 +333,8 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
     samples: List[Sample] = []
     for line, row in rows:
         if len(row) != len(header):
-            report.error("csv syntax", f"{len(row)} field(s), the header has {len(header)}: {row[:4]!r}",
-                         line=line)
+            report.error("csv syntax", f"{len(row)} field(s), the header has {len(header)}: {row[:4]!r}"
+                         f"{_comma_hint(header, row)}", line=line)
             continue
         rec = dict(zip(header, row))
         image = rec["image"].strip()
@@ -350,6 +352,17 @@ def _read_csv(path: Path, report: ValidationReport) -> Tuple[List[Sample], List[
         samples.append(Sample(path=str(full), image=image, labels=labels, split=SPLIT_ALIASES[split_raw],
                               extra={c: rec[c] for c in extra_cols}, line=line))
     return samples, extra_cols
+
+
+def _comma_hint(header: Sequence[str], row: Sequence[str]) -> str:
+    """A hint when a row has extra fields because its labels were separated by commas (``a.jpg,ivory,live_animal``)."""
+    extra = len(row) - len(header)
+    at = list(header).index("labels")
+    cells = [c.strip() for c in row[at:at + extra + 1]]
+    if extra < 1 or len(cells) < 2 or not all(c in TAXONOMY for c in cells):
+        return ""
+    return (f"; labels are separated by '{LABEL_SEPARATOR}', not ',': did you mean "
+            f"'{join_labels(cells)}'?")
 
 
 def _parse_labels(cell: str, report: ValidationReport, line: int, image: str) -> Tuple[str, ...]:
@@ -393,9 +406,9 @@ def _check_labels(samples: Sequence[Sample], labels: Optional[Sequence[str]], re
     for s in samples:
         for lab in s.labels:
             if lab not in vocabulary:
-                report.error("unknown label", f"{lab!r} is not a known label (taxonomy: {', '.join(TAXONOMY)}"
-                             f"{'; --labels: ' + ', '.join(explicit) if explicit else ''})", line=s.line or None,
-                             image=s.image)
+                report.error("unknown label", f"{lab!r} is not a known label{_did_you_mean(lab, vocabulary)} "
+                             f"(taxonomy: {', '.join(TAXONOMY)}{'; --labels: ' + ', '.join(explicit) if explicit else ''}"
+                             f"; labels are separated by '{LABEL_SEPARATOR}')", line=s.line or None, image=s.image)
             elif explicit and lab not in explicit:
                 ignored[lab] += 1
     for lab, n in sorted(ignored.items()):
@@ -403,6 +416,24 @@ def _check_labels(samples: Sequence[Sample], labels: Optional[Sequence[str]], re
     if explicit:
         return explicit
     return tuple(lab for lab in TAXONOMY if present[lab] > 0)
+
+
+#: what people type between labels instead of ';'
+_WRONG_SEPARATORS = re.compile(r"\s*[,|/+]\s*|\s+")
+
+
+def _did_you_mean(label: str, vocabulary: Iterable[str]) -> str:
+    """``": did you mean 'ivory'?"`` for a typo, ``": did you mean 'ivory;live_animal'?"`` for labels joined by
+    another separator, else ``""``."""
+    known = sorted(vocabulary)
+    parts = [p for p in _WRONG_SEPARATORS.split(label.strip()) if p]
+    if len(parts) > 1:
+        fixed = [p if p in known else next(iter(difflib.get_close_matches(p, known, n=1, cutoff=0.75)), None)
+                 for p in parts]
+        if all(fixed):
+            return f": did you mean '{join_labels(dict.fromkeys(fixed))}'?"
+    close = difflib.get_close_matches(label.strip(), known, n=1, cutoff=0.6)
+    return f": did you mean '{close[0]}'?" if close else ""
 
 
 def _drop_duplicates(samples: Sequence[Sample], report: ValidationReport) -> List[Sample]:

@@ -321,23 +321,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _read_json(flag: str, path: str) -> Dict[str, Any]:
+    """A JSON object from ``path``, or ValueError with a one-line reason naming ``flag``."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; name its report.json (e.g. {p / 'report.json'})")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{flag} {path}: file not found") from None
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot read it: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{flag} {path} is not JSON ({e}); pass the report.json written by "
+                         "`wildlife-vision evaluate`") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag} {path} is not an evaluation report: expected a JSON object, found "
+                         f"{type(data).__name__}")
+    return data
+
+
 def _run(args: argparse.Namespace) -> int:
+    from wildlife_vision.cli_common import fail
+    from wildlife_vision.data.manifest import ManifestError
+    from wildlife_vision.errors import ModelLoadError
+    from wildlife_vision.exitcodes import EXIT_FAILURE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
     from wildlife_vision.model import load_model
 
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as e:
+        return fail("model-card", f"cannot load the model: {e}", EXIT_MODEL)
     meta = model.metadata.to_dict()
-    report = json.loads(Path(args.report).read_text(encoding="utf-8"))
-    baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8")) if args.baseline else None
-    sources = sources_and_licences(Path(args.data)) if args.data else None
+    try:
+        report = _read_json("--report", args.report)
+        baseline = _read_json("--baseline", args.baseline) if args.baseline else None
+        sources = sources_and_licences(Path(args.data)) if args.data else None
+        reproduce = Path(args.reproduce).read_text(encoding="utf-8") if args.reproduce else ""
+    except ManifestError as e:
+        return fail("model-card", f"--data: {e}", EXIT_USAGE)
+    except ValueError as e:
+        return fail("model-card", str(e), EXIT_USAGE)
+    except OSError as e:
+        return fail("model-card", f"--reproduce {args.reproduce}: {e.strerror or e}", EXIT_USAGE)
     int8 = None
     if args.int8 or args.int8_summary:
         int8 = {"file": Path(args.int8).name if args.int8 else "", "summary": args.int8_summary}
-    reproduce = Path(args.reproduce).read_text(encoding="utf-8") if args.reproduce else ""
-    text = render(meta, report, sources, baseline, model_file=Path(args.model).name, int8=int8, reproduce=reproduce)
+    try:
+        text = render(meta, report, sources, baseline, model_file=Path(args.model).name, int8=int8,
+                      reproduce=reproduce)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        return fail("model-card", f"--report {args.report} is not an evaluation report from `wildlife-vision "
+                                  f"evaluate` ({type(e).__name__}: {e})", EXIT_USAGE)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as e:
+        return fail("model-card", f"cannot write {out}: {e.strerror or e}", EXIT_FAILURE)
     print(f"model card: {out}")
-    return 0
+    return EXIT_OK
