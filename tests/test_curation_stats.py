@@ -71,7 +71,7 @@ def test_chart_without_matplotlib_says_how_to_install(small_manifest, tmp_path, 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     code = main(["data", "stats", str(small_manifest), "--no-decode", "--chart", str(tmp_path / "c.png")])
     assert code == 3
-    assert "pip install 'wildlife-vision[train]'" in capsys.readouterr().err
+    assert "pip install 'wildlife-vision[eval]'" in capsys.readouterr().err
 
 
 def test_curation_package_does_not_import_torch():

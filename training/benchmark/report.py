@@ -204,7 +204,7 @@ def format_report(r: Dict[str, Any]) -> str:
     elif tr.get("skipped"):
         L.append(f"training: skipped ({tr['skipped']})")
     L.append("")
-    L.append("targets (issue #5):")
+    L.append("targets:")
     for t in r["targets"]:
         val = _f(t["value"], ".3f") if t["value"] is not None else "n/a"
         L.append(f"  [{t['status']}] {t['what']}: {val}" + (f" ({t['note']})" if t.get("note") else ""))

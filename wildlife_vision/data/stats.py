@@ -124,7 +124,7 @@ def write_chart(st: Dict[str, Any], path: str, scan: Optional[ScanResult] = None
     except ImportError:
         from wildlife_vision.exitcodes import MissingExtraError
 
-        raise MissingExtraError("train", "matplotlib") from None
+        raise MissingExtraError("eval", "matplotlib") from None
     order = list(st["splits"])
     labels = [lab for lab, c in st["labels"].items() if c["total"]]
     with_sizes = scan is not None and st.get("shorter_side")
