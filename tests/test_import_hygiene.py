@@ -94,3 +94,11 @@ def test_wheel_contains_the_default_model(tmp_path):
         "\"wildlife_vision.exported_models\" in pyproject.toml")
     assert f"wildlife_vision/exported_models/{name}" in names
     assert "wildlife_vision/cli_predict.py" in names and "wildlife_vision/records.py" in names
+    # both floors ship, the trainer under its own import name, and the commands are registered as plugins
+    for module in ("wildlife_vision/data/manifest.py", "wildlife_vision/evaluation/evaluate.py",
+                   "wildlife_vision_train/train.py", "wildlife_vision_train/benchmark/cli.py"):
+        assert module in names, module
+    assert not any(n.startswith("training/") for n in names)
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[wildlife_vision.commands]" in text and "wildlife_vision_train.cli:register" in text
