@@ -17,6 +17,7 @@ import sys
 from typing import Callable, List, Optional, Tuple
 
 from ._version import __version__
+from .cli_common import entry_points_in
 from .exitcodes import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_MISSING_EXTRA, EXIT_USAGE, MissingExtraError
 
 #: the entry-point group that command plugins register under
@@ -30,15 +31,7 @@ def command_plugins() -> List[Tuple[str, Callable]]:
 
     A plugin that fails to import is reported on stderr and left out; the rest still work.
     """
-    from importlib.metadata import entry_points
-
-    try:
-        eps = entry_points(group=COMMAND_GROUP)
-    except TypeError:  # Python < 3.10
-        eps = entry_points().get(COMMAND_GROUP, [])  # type: ignore[attr-defined]
-    seen = {}
-    for ep in eps:  # an editable and a regular install of the same distribution may both list a plugin
-        seen.setdefault(ep.name, ep)
+    seen = {ep.name: ep for ep in entry_points_in(COMMAND_GROUP)}
     out: List[Tuple[str, Callable]] = []
     for name in sorted(seen, key=lambda n: (n != "predict", n)):
         try:

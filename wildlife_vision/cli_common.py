@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from typing import Any, List
 
 from .exitcodes import EXIT_USAGE
 
@@ -28,3 +29,18 @@ def fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
     """Print ``wildlife-vision COMMAND: message`` on stderr and return ``code`` (default: usage error, 2)."""
     print(f"wildlife-vision {command}: {message}", file=sys.stderr)
     return code
+
+
+def entry_points_in(group: str) -> List[Any]:
+    """The installed entry points of ``group``, once per name (an editable and a regular install of the same
+    distribution may both list one)."""
+    from importlib.metadata import entry_points
+
+    try:
+        eps = entry_points(group=group)
+    except TypeError:  # Python < 3.10
+        eps = entry_points().get(group, [])  # type: ignore[attr-defined]
+    seen = {}
+    for ep in eps:
+        seen.setdefault(ep.name, ep)
+    return list(seen.values())

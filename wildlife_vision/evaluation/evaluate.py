@@ -381,14 +381,10 @@ def checkpoint_scorer():
     """The installed scorer for training checkpoints (entry-point group ``wildlife_vision.checkpoint_scorers``;
     the trainer registers ``torch``). Raises :class:`~wildlife_vision.exitcodes.MissingExtraError` when it or
     its dependencies are not installed."""
-    from importlib.metadata import entry_points
-
+    from wildlife_vision.cli_common import entry_points_in
     from wildlife_vision.exitcodes import MissingExtraError
 
-    try:
-        eps = list(entry_points(group=CHECKPOINT_SCORERS))
-    except TypeError:  # Python < 3.10
-        eps = list(entry_points().get(CHECKPOINT_SCORERS, []))  # type: ignore[attr-defined]
+    eps = entry_points_in(CHECKPOINT_SCORERS)
     for ep in eps:
         try:
             return ep.load()
