@@ -158,16 +158,27 @@ def test_extreme_aspect_does_not_build_a_huge_intermediate():
     assert out.size == (32, 32) and time.perf_counter() - t < 0.5
 
 
+@pytest.mark.parametrize("geometry", ["torchvision", "ceil-floor"])
 @pytest.mark.parametrize("interp", ["bilinear", "bicubic", "lanczos", "nearest"])
-@pytest.mark.parametrize("size", [(96, 64), (640, 480), (37, 300), (33, 33), (20, 2000), (3000, 40)])
-def test_resize_and_crop_equals_resize_then_crop(interp, size):
-    """Exactly resize-then-crop for usual shapes; for extreme aspects (only the crop's box is resampled) close."""
-    cfg = PreprocessConfig(input_size=(32, 32), crop_pct=0.875, interpolation=interp)
+@pytest.mark.parametrize("size", [(96, 64), (640, 480), (37, 300), (33, 33), (20, 2000), (3000, 40), (101, 77)])
+def test_resize_and_crop_equals_resize_then_crop(interp, size, geometry):
+    """Exactly resize-then-crop for usual shapes; for extreme aspects (only the crop's box is resampled) close.
+
+    torchvision: shorter side to floor(32 / 0.875) = 36, longer side int(36 * long / short), offset
+    int(round((resized - 32) / 2)); ceil-floor (models exported before): both sides ceil, offset floor."""
+    cfg = PreprocessConfig(input_size=(32, 32), crop_pct=0.875, interpolation=interp, geometry=geometry)
     img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     w, h = size
-    scale = cfg.resize_shorter / min(w, h)
-    tw, th = max(32, math.ceil(w * scale)), max(32, math.ceil(h * scale))
-    left, top = (tw - 32) // 2, (th - 32) // 2
+    if geometry == "torchvision":
+        short, long_ = min(w, h), max(w, h)
+        new_long = int(36 * long_ / short)
+        tw, th = (36, new_long) if w <= h else (new_long, 36)
+        tw, th = max(32, tw), max(32, th)
+        left, top = int(round((tw - 32) / 2.0)), int(round((th - 32) / 2.0))
+    else:
+        scale = cfg.resize_shorter / min(w, h)
+        tw, th = max(32, math.ceil(w * scale)), max(32, math.ceil(h * scale))
+        left, top = (tw - 32) // 2, (th - 32) // 2
     from wildlife_vision.preprocess import INTERPOLATIONS
 
     ref = np.asarray(img.resize((tw, th), INTERPOLATIONS[interp]).crop((left, top, left + 32, top + 32)), dtype=int)

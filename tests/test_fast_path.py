@@ -3,8 +3,6 @@ overlapped with inference, batch sizes, onnxruntime thread counts and session op
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -42,13 +40,15 @@ def model_path(tmp_path_factory):
 
 
 def _plain_preprocess(path: str, cfg: PreprocessConfig) -> np.ndarray:
-    """The slow, obvious reference: full decode, resize the shorter side, centre crop, float64 normalise."""
+    """The slow, obvious reference: full decode, resize the shorter side (torchvision's rule: the longer side
+    truncated), centre crop at the rounded offset, float64 normalise."""
     img = Image.open(path).convert("RGB")
     w, h = img.size
-    s = cfg.resize_shorter / min(w, h)
-    tw, th = max(math.ceil(w * s), cfg.input_size[1]), max(math.ceil(h * s), cfg.input_size[0])
+    short = cfg.resize_shorter
+    tw, th = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    tw, th = max(tw, cfg.input_size[1]), max(th, cfg.input_size[0])
     img = img.resize((tw, th), Image.Resampling.BICUBIC if cfg.interpolation == "bicubic" else Image.Resampling.BILINEAR)
-    left, top = (tw - cfg.input_size[1]) // 2, (th - cfg.input_size[0]) // 2
+    left, top = int(round((tw - cfg.input_size[1]) / 2)), int(round((th - cfg.input_size[0]) / 2))
     img = img.crop((left, top, left + cfg.input_size[1], top + cfg.input_size[0]))
     x = np.asarray(img, dtype=np.float64) / 255.0
     x = (x - np.array(cfg.mean)) / np.array(cfg.std)

@@ -4,10 +4,13 @@ Inference (:mod:`wildlife_vision.model`), evaluation, calibration and export in 
 call :func:`load_image` and :func:`preprocess`. Augmentation is train-only and lives in
 ``training/``.
 
-The eval-time transform is timm's: resize the shorter side to ``floor(size / crop_pct)`` with the
-configured interpolation, centre-crop ``size``, scale to [0, 1], normalise with mean and std, and
-lay out as CHW float32. (The crop is taken in source coordinates and only that region is resampled,
-so an extreme-aspect image never blows up into a huge intermediate.)
+The eval-time transform is timm's (torchvision's ``Resize`` + ``CenterCrop``): resize the shorter side to
+``floor(size / crop_pct)`` with the configured interpolation, the longer side to
+``int(shorter_target * long / short)`` (truncated), centre-crop ``size`` at offset
+``int(round((resized - crop) / 2))`` (Python rounding, half to even), scale to [0, 1], normalise with mean and std,
+and lay out as CHW float32. (When the resized whole would be huge, an extreme aspect ratio, only the region that
+ends up in the crop is resampled.) Models exported before this rule say ``geometry: "ceil-floor"`` or nothing
+(both sides rounded up, offset rounded down) and keep the geometry they were calibrated on.
 
 Decoding treats every input as hostile: anything that goes wrong while decoding one input raises
 :class:`~wildlife_vision.errors.ImageDecodeError` (with a ``kind``), never another exception type, and
@@ -67,6 +70,16 @@ _ORIENTATION_TRANSPOSE = {
 }
 
 
+#: the resize/crop rules, written into every model's metadata (``preprocess.geometry_rule``)
+GEOMETRIES = {
+    "torchvision": "shorter side -> resize_shorter; longer side -> int(resize_shorter * long / short) (truncated); "
+                   "then crop input_size at left = int(round((resized_w - crop_w) / 2)), top likewise (Python round, "
+                   "half to even): torchvision Resize(int) + CenterCrop, as in timm's eval transform",
+    "ceil-floor": "scale = resize_shorter / short; both sides -> ceil(side * scale); then crop at "
+                  "left = (resized_w - crop_w) // 2, top likewise (models exported before wildlife-vision 0.3)",
+}
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Frozen eval-time preprocessing, stored in every exported model's metadata.
@@ -86,6 +99,7 @@ class PreprocessConfig:
     mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
     draft: bool = False
+    geometry: str = "torchvision"
 
     def __post_init__(self) -> None:
         size = tuple(int(s) for s in self.input_size)
@@ -100,6 +114,8 @@ class PreprocessConfig:
             if len(v) != 3 or not all(math.isfinite(x) for x in v):
                 raise ValueError(f"{name} must have 3 finite values (R, G, B), got {getattr(self, name)!r}")
             object.__setattr__(self, name, v)
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {sorted(GEOMETRIES)}, got {self.geometry!r}")
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std!r}")
         object.__setattr__(self, "input_size", size)
@@ -115,6 +131,8 @@ class PreprocessConfig:
             "input_size": list(self.input_size),
             "resize": "shorter_side_then_center_crop",
             "resize_shorter": self.resize_shorter,
+            "geometry": self.geometry,
+            "geometry_rule": GEOMETRIES[self.geometry],
             "crop_pct": self.crop_pct,
             "interpolation": self.interpolation,
             "mean": list(self.mean),
@@ -137,6 +155,8 @@ class PreprocessConfig:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             draft=bool(d.get("draft", False)),
+            # files written before the torchvision rule have no key and keep the geometry they were calibrated on
+            geometry=str(d.get("geometry", "ceil-floor")),
         )
 
 
@@ -242,9 +262,22 @@ def _read_source(source: Any) -> bytes:
 
 
 def _target_for(size: Tuple[int, int], cfg: PreprocessConfig) -> Tuple[int, int]:
+    """(width, height) the whole image is resized to before the centre crop (see :data:`GEOMETRIES`)."""
     w, h = size
-    scale = cfg.resize_shorter / max(1, min(w, h))
-    return (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale)))
+    short, long_ = (w, h) if w <= h else (h, w)
+    short = max(1, short)
+    if cfg.geometry == "torchvision":
+        new_short, new_long = cfg.resize_shorter, max(1, int(cfg.resize_shorter * long_ / short))
+    else:  # "ceil-floor"
+        scale = cfg.resize_shorter / short
+        new_short, new_long = max(1, math.ceil(short * scale)), max(1, math.ceil(long_ * scale))
+    return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
+def _crop_offset(resized: int, crop: int, geometry: str) -> int:
+    if geometry == "torchvision":
+        return int(round((resized - crop) / 2.0))
+    return (resized - crop) // 2
 
 
 def load_image(source: ImageInput, cfg: PreprocessConfig | None = None) -> Image.Image:
@@ -418,8 +451,8 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     target_w, target_h = _target_for((w, h), cfg)
     # never crop more than the image has: an extreme-aspect image still yields the full crop
     target_w, target_h = max(target_w, out_w), max(target_h, out_h)
-    left = (target_w - out_w) // 2
-    top = (target_h - out_h) // 2
+    left = _crop_offset(target_w, out_w, cfg.geometry)
+    top = _crop_offset(target_h, out_h, cfg.geometry)
     if (target_w, target_h) == (w, h):
         if (left, top, out_w, out_h) == (0, 0, w, h):
             return img
