@@ -135,6 +135,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "area (1.0 is common; 0 = off). With --mixup too, each mixed batch uses one of the two")
     g.add_argument("--mixup-prob", type=float, default=_D.aug.mixup_prob, metavar="P",
                    help="share of batches mixed when --mixup or --cutmix is on")
+    g.add_argument("--consistency", type=float, default=_D.aug.consistency, metavar="W",
+                   help="edit-consistency loss weight: a share of each batch also gets an edited twin (mirror, "
+                   "1-4 px crop or shift, JPEG 60-90, rescale, text overlay: the edits `robustness` measures) and "
+                   "W x the Jensen-Shannon divergence between the two predictions is added to the loss (AugMix uses "
+                   "12; 0 = off)")
+    g.add_argument("--consistency-fraction", type=float, default=_D.aug.consistency_fraction, metavar="F",
+                   help="share of each batch given an edited twin when --consistency is on (cost: about 1+F "
+                   "times the compute per step)")
 
     g = p.add_argument_group("calibration (after training, on the validation split)")
     c = g.add_mutually_exclusive_group()
@@ -173,7 +181,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         value = args.calibrate_precision if args.calibrate_precision is not None else _D.calib.value
         calib = CalibCfg(target="precision", value=value, review_recall=args.review_recall)
-    aug = AugCfg(scale_min=args.aug_scale_min, mixup=args.mixup, cutmix=args.cutmix, mixup_prob=args.mixup_prob)
+    aug = AugCfg(scale_min=args.aug_scale_min, mixup=args.mixup, cutmix=args.cutmix, mixup_prob=args.mixup_prob,
+                 consistency=args.consistency, consistency_fraction=args.consistency_fraction)
     if args.no_aug:
         aug = AugCfg(scale_min=1.0, color=0.0, blur=0.0, jpeg=0.0, perspective=0.0)
     return TrainConfig(

@@ -135,6 +135,8 @@ class AugCfg:
     mixup: float = 0.0                    # Mixup Beta(alpha, alpha); 0 = off (training/mixing.py)
     cutmix: float = 0.0                   # CutMix Beta(alpha, alpha); 0 = off
     mixup_prob: float = 1.0               # share of batches mixed when either is on
+    consistency: float = 0.0              # weight of the edit-consistency loss (training/consistency.py); 0 = off
+    consistency_fraction: float = 0.5     # share of each batch given an edited twin when consistency is on
 
     def validate(self) -> None:
         if not 0.05 <= self.scale_min <= 1.0:
@@ -145,6 +147,10 @@ class AugCfg:
                                   f"{getattr(self, name)}")
         if not 0.0 <= self.mixup_prob <= 1.0:
             raise ConfigError(f"--mixup-prob must be in [0, 1], got {self.mixup_prob}")
+        if not 0.0 <= self.consistency <= 100.0:
+            raise ConfigError(f"--consistency must be in [0, 100], got {self.consistency}")
+        if not 0.0 < self.consistency_fraction <= 1.0:
+            raise ConfigError(f"--consistency-fraction must be in (0, 1], got {self.consistency_fraction}")
         for name in ("hflip", "color", "blur", "jpeg", "perspective"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -228,7 +234,8 @@ class TrainConfig:
         d["run"].pop("keep_freed_memory", None)  # speed only
         d["data"].pop("test_image_size", None)  # evaluation only
         d["data"].pop("test_crop_pct", None)
-        for key, default in (("mixup", 0.0), ("cutmix", 0.0), ("mixup_prob", 1.0)):  # added later: hashes of
+        for key, default in (("mixup", 0.0), ("cutmix", 0.0), ("mixup_prob", 1.0), ("consistency", 0.0),
+                             ("consistency_fraction", 0.5)):  # added later: hashes of
             if d["aug"].get(key) == default:                                         # older configs stay valid
                 d["aug"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()

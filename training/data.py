@@ -54,14 +54,17 @@ class ImageDataset(Dataset):
 
     With ``transform`` (an albumentations pipeline) it is the training dataset: decode, augment, normalise.
     Without, it is the eval dataset: ``wildlife_vision.preprocess.preprocess`` and nothing else.
+    With ``twin_fraction`` > 0 (training only), that share of samples also carries an edited twin
+    (:mod:`wildlife_vision_train.consistency`) as a fourth item, else None.
     """
 
     def __init__(self, samples: Sequence[Sample], labels: Sequence[str], cfg: PreprocessConfig,
-                 transform: Any = None):
+                 transform: Any = None, twin_fraction: float = 0.0):
         self.paths = [s.path for s in samples]
         self.targets = targets_for(samples, labels)
         self.cfg = cfg
         self.transform = transform
+        self.twin_fraction = float(twin_fraction) if transform is not None else 0.0
         # augmented training decodes at (at least) the training size: JPEG draft mode skips most of the work on
         # large photos; the random crop and resize that follow make its rounding differences irrelevant
         self._decode_cfg = PreprocessConfig(input_size=cfg.input_size, crop_pct=1.0, mean=cfg.mean, std=cfg.std,
@@ -73,19 +76,29 @@ class ImageDataset(Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
         path = self.paths[index]
+        twin = None
         try:
             if self.transform is None:
                 x = preprocess(path, self.cfg)
             else:
-                rgb = np.asarray(load_image(path, self._decode_cfg), dtype=np.uint8)
-                if seed is not None:
-                    self.transform.set_random_seed(seed)
-                rgb = self.transform(image=rgb)["image"]
-                x = normalize(np.ascontiguousarray(rgb), self.cfg)
+                img = load_image(path, self._decode_cfg)
+                x = self._augment(np.asarray(img, dtype=np.uint8), seed)
+                if self.twin_fraction > 0 and seed is not None:
+                    from wildlife_vision_train.consistency import edited_twin
+
+                    got = edited_twin(img, seed, self.twin_fraction)
+                    if got is not None:  # the same augmentation draw on the edited photo
+                        twin = torch.from_numpy(self._augment(np.asarray(got[0], dtype=np.uint8), seed))
         except ImageDecodeError as e:
             log.warning("skipping unreadable image %s: %s", path, e)
             return None
-        return torch.from_numpy(x), torch.from_numpy(self.targets[index]), index
+        return torch.from_numpy(x), torch.from_numpy(self.targets[index]), index, twin
+
+    def _augment(self, rgb: np.ndarray, seed: Optional[int]) -> np.ndarray:
+        if seed is not None:
+            self.transform.set_random_seed(seed)
+        rgb = self.transform(image=rgb)["image"]
+        return normalize(np.ascontiguousarray(rgb), self.cfg)
 
 
 @dataclass
@@ -94,18 +107,25 @@ class Batch:
     targets: torch.Tensor
     indices: torch.Tensor
     skipped: int
+    twins: Optional[torch.Tensor] = None      # edited twins of images[twin_of]
+    twin_of: Optional[torch.Tensor] = None
 
     def pin_memory(self) -> "Batch":
-        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.indices, self.skipped)
+        twins = None if self.twins is None else self.twins.pin_memory()
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.indices, self.skipped, twins,
+                     self.twin_of)
 
 
-def collate(items: List[Optional[Tuple[torch.Tensor, torch.Tensor, int]]]) -> Batch:
+def collate(items: List[Optional[tuple]]) -> Batch:
     good = [it for it in items if it is not None]
     skipped = len(items) - len(good)
     if not good:
         return Batch(torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
+    twin_pos = [i for i, g in enumerate(good) if len(g) > 3 and g[3] is not None]
+    twins = torch.stack([good[i][3] for i in twin_pos]) if twin_pos else None
     return Batch(torch.stack([g[0] for g in good]), torch.stack([g[1] for g in good]),
-                 torch.tensor([g[2] for g in good], dtype=torch.long), skipped)
+                 torch.tensor([g[2] for g in good], dtype=torch.long), skipped, twins,
+                 torch.tensor(twin_pos, dtype=torch.long) if twin_pos else None)
 
 
 def _worker_init(_: int) -> None:

@@ -73,8 +73,10 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  device: torch.device, *, amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
-                 grad_clip: float = 0.0, ema: Any = None, mixer: Any = None, global_step: int = 0):
+                 grad_clip: float = 0.0, ema: Any = None, mixer: Any = None, global_step: int = 0,
+                 consistency: float = 0.0):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.consistency = float(consistency)
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.grad_clip, self.ema, self.mixer, self.global_step = grad_clip, ema, mixer, global_step
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
@@ -86,16 +88,30 @@ class TrainStep:
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, twins: Optional[torch.Tensor] = None,
+                 twin_of: Optional[torch.Tensor] = None) -> float:
+        """``twins`` (optional): edited twins of ``images[twin_of]``; with ``consistency`` > 0 the step adds that
+        weight times the Jensen-Shannon divergence between each original's and its twin's predictions."""
         x = images.to(self.device, non_blocking=True)
         y = targets.to(self.device, non_blocking=True)
+        use_twins = twins is not None and twin_of is not None and self.consistency > 0 and self.mixer is None
+        n = len(x)
+        if use_twins:  # one forward pass over originals and twins together
+            x = torch.cat([x, twins.to(self.device, non_blocking=True)])
         if self.mixer is not None:
             x, y = self.mixer(x, y)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
+        loss = self.loss_fn(logits[:n].float(), y)
+        self.last_consistency = 0.0
+        if use_twins:
+            from wildlife_vision_train.consistency import bernoulli_js
+
+            js = bernoulli_js(logits[:n][twin_of.to(self.device)], logits[n:])
+            self.last_consistency = float(js.detach())
+            loss = loss + self.consistency * js
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"the loss became {value}")

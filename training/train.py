@@ -302,7 +302,11 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _
     from wildlife_vision_train.augment import build_train_transform
 
     transform = build_train_transform(cfg.data.image_size, cfg.aug, pre_cfg.interpolation)
-    train_ds = ImageDataset(train_samples, labels, pre_cfg, transform)
+    twin_fraction = cfg.aug.consistency_fraction if cfg.aug.consistency > 0 else 0.0
+    train_ds = ImageDataset(train_samples, labels, pre_cfg, transform, twin_fraction=twin_fraction)
+    if twin_fraction:
+        log.info("edit-consistency training: %.0f%% of each batch gets an edited twin, loss weight %g",
+                 100 * twin_fraction, cfg.aug.consistency)
     val_ds = ImageDataset(val_samples, labels, eval_cfg)
     sampler = EpochSampler(len(train_ds), cfg.run.seed, shuffle=True)
     drop_last = len(train_ds) > cfg.data.batch_size
@@ -320,7 +324,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     step = TrainStep(model, loss_fn, optimizer, scheduler, device, amp_dtype=torch.float16 if amp else None,
                      channels_last=channels_last, grad_clip=cfg.optim.grad_clip, ema=make_ema(model, cfg.optim),
-                     mixer=mixer)
+                     mixer=mixer, consistency=cfg.aug.consistency)
 
     cfg.save_yaml(run_dir / "config.yaml")
     common = {
@@ -375,7 +379,7 @@ def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
     steps_per_epoch = max(1, len(run.train_loader))
     log_every = max(1, steps_per_epoch // 10)
     t0 = time.time()
-    loss_sum, seen, skipped, data_wait, steps_done = 0.0, 0, 0, 0.0, 0
+    loss_sum, seen, skipped, data_wait, steps_done, js_sum = 0.0, 0, 0, 0.0, 0, 0.0
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
     t_wait = time.time()
     for batch in bar:
@@ -384,11 +388,12 @@ def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
         if batch.images.numel() == 0:
             continue
         try:
-            loss = run.step(batch.images, batch.targets)
+            loss = run.step(batch.images, batch.targets, batch.twins, batch.twin_of)
         except FloatingPointError as e:
             raise FloatingPointError(f"{e} at epoch {epoch + 1}; lower --lr (now {cfg.optim.lr}) or check the "
                                      "data") from None
         loss_sum += loss * len(batch.images)
+        js_sum += getattr(run.step, "last_consistency", 0.0) * len(batch.images)
         seen += len(batch.images)
         bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{run.step.lr:.2e}")
         steps_done += 1
@@ -400,7 +405,8 @@ def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
     ips = seen / train_time if train_time > 0 else 0.0
     if skipped:
         log.warning("epoch %d: skipped %d unreadable training image(s)", epoch + 1, skipped)
-    return {"frozen": frozen, "lr": run.step.lr, "train_loss": loss_sum / max(seen, 1), "train_images": seen,
+    extra = {"train_consistency_js": js_sum / max(seen, 1)} if run.cfg.aug.consistency > 0 else {}
+    return {**extra, "frozen": frozen, "lr": run.step.lr, "train_loss": loss_sum / max(seen, 1), "train_images": seen,
             "train_skipped": skipped, "train_seconds": round(train_time, 2), "train_images_per_sec": round(ips, 2),
             "data_wait_seconds": round(data_wait, 2), "_ips": ips}
 
