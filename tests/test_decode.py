@@ -52,6 +52,13 @@ def test_exif_orientation_6_is_rotated_upright():
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_an_upright_image_fed_back_in_is_not_turned_again(orientation, fmt):
+    once = load_image(with_orientation(make_photo(orientation, (60, 36)), orientation, fmt))
+    assert np.array_equal(np.asarray(load_image(once)), np.asarray(once))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_every_exif_orientation_matches_pillows_exif_transpose(orientation, fmt):
     data = with_orientation(make_photo(orientation, (60, 36)), orientation, fmt)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))

@@ -374,7 +374,13 @@ def _upright(img: Image.Image) -> Image.Image:
     except Exception:  # noqa: BLE001 - corrupt EXIF must not lose the photo
         orientation = 1
     method = _ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
-    return img.transpose(method) if method is not None else img
+    if method is None:
+        return img
+    out = img.transpose(method)
+    # transpose copies img.info, EXIF block included: drop it, or the upright image fed back in (predict on the
+    # PIL image load_image returned) would be turned a second time
+    out.info.pop("exif", None)
+    return out
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
