@@ -63,6 +63,27 @@ def test_negatives_only_gives_false_positive_rates_with_intervals_without_torch(
     assert "false-positive rate" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_negatives_only_gives_false_flags_per_million_and_per_source_rates(tmp_path):
+    import hashlib
+
+    proc = _evaluate(tmp_path, _manifest(tmp_path, [""] * 24))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["model_sha256"] == hashlib.sha256((tmp_path / "tiny.onnx").read_bytes()).hexdigest()
+    assert set(report["negative_sources"]) == {"a", "b"}  # every source is negatives-only here
+    for lab in LABELS:
+        m = report["per_class"][lab]
+        assert m["review_rate"] is not None and m["ece"] is not None
+        for e in m["base_rates"]:
+            assert e["precision"] is None and e["per_million"]["true"] is None  # no positives: no true flags known
+            assert e["per_million"]["false"] == round((1 - e["prevalence"]) * m["fpr"] * 1e6)
+        a = report["negative_sources"]["a"]["per_class"][lab]
+        assert report["negative_sources"]["a"]["n_images"] == 12 and 0.0 <= a["flag_rate"] <= 1.0
+        lo, hi = a["ci95"]["flag_rate"]
+        assert lo <= a["flag_rate"] <= hi
+    assert (tmp_path / "report" / "reliability.png").stat().st_size > 0
+
+
 def test_positives_only_and_a_label_without_positives(tmp_path):
     proc = _evaluate(tmp_path, _manifest(tmp_path, ["ivory"] * 12))
     assert proc.returncode == 0, proc.stderr

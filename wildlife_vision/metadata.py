@@ -303,3 +303,92 @@ def read_model_metadata(model: Union[str, os.PathLike, bytes]) -> ModelMetadata:
         except OSError as e:
             raise ModelLoadError(f"cannot read model file {path}: {e.strerror or e}") from None
     return read_onnx_metadata(scan_onnx(data, source), source=source)
+
+
+# ---- writing the metadata into a file's bytes, without the onnx package ---------------------------------
+#
+# The writer is the reader's mirror: it walks the same top-level ModelProto fields and copies every one of them
+# byte for byte, except the ``metadata_props`` entry under our key, which it replaces in place (or appends when
+# the file has none). The graph, its weights and every other metadata entry stay exactly as they were.
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _encode_varint((number << 3) | 2) + _encode_varint(len(payload)) + payload
+
+
+def _top_level_fields(data: bytes):
+    """(field number, wire type, start, payload start, end) of each top-level field of a checked ModelProto."""
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, end = _varint(data, pos)
+            yield number, wire, start, pos, end
+            pos = end
+            continue
+        if wire in (1, 5):
+            length = 8 if wire == 1 else 4
+        else:
+            length, pos = _varint(data, pos)
+        yield number, wire, start, pos, pos + length
+        pos += length
+
+
+def replace_metadata_prop(data: bytes, key: str, value: str, source: str = "model") -> bytes:
+    """The ONNX file ``data`` with its ``metadata_props`` entry ``key`` set to ``value``; every other byte kept.
+
+    The first entry under ``key`` is replaced where it stands (later duplicates are dropped); without one, the
+    entry is appended. Raises :class:`ModelLoadError` when ``data`` is not a complete ONNX model (as
+    :func:`scan_onnx` does).
+    """
+    data = bytes(data)
+    scan_onnx(data, source)
+    entry = _length_delimited(14, _length_delimited(1, key.encode("utf-8")) +
+                              _length_delimited(2, value.encode("utf-8")))
+    out = bytearray()
+    placed = False
+    for number, wire, start, payload, end in _top_level_fields(data):
+        if number == 14 and wire == 2 and _string_entry(data[payload:end])[0] == key:
+            if not placed:
+                out += entry
+                placed = True
+            continue
+        out += data[start:end]
+    if not placed:
+        out += entry
+    return bytes(out)
+
+
+def write_metadata_bytes(data: bytes, metadata: Union[ModelMetadata, Mapping[str, Any]],
+                         source: str = "model") -> bytes:
+    """The ONNX file ``data`` with its ``wildlife_vision`` metadata replaced by ``metadata``.
+
+    ``metadata`` is a :class:`ModelMetadata` or a JSON-ready mapping (kept as given, keys this version does not
+    know included); it is validated exactly as a reader would validate it before anything is written, and the
+    result is read back to check that it says the same.
+    """
+    if isinstance(metadata, ModelMetadata):
+        text = metadata.to_json()
+    else:
+        ModelMetadata.from_dict(dict(metadata))
+        try:
+            text = json.dumps(dict(metadata), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise MetadataError(f"the model metadata cannot be written as JSON: {e}") from None
+    out = replace_metadata_prop(data, METADATA_KEY, text, source)
+    if scan_onnx(out, source).get(METADATA_KEY) != text:  # pragma: no cover - a bug in the writer
+        raise MetadataError("the rewritten model does not read back its own metadata")
+    return out

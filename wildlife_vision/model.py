@@ -22,7 +22,8 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional
 import numpy as np
 from PIL import Image
 
-from .errors import EmbeddingUnavailable, ImageDecodeError, ModelLoadError
+from .errors import EmbeddingUnavailable, ImageDecodeError, MetadataError, ModelLoadError
+from .evaluation.probability import ScoreMap, ScoreMapError, score_maps
 from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .preprocess import ImageInput, PreprocessConfig, preprocess
 
@@ -209,6 +210,12 @@ class Model:
         if draft is not None and bool(draft) != self.metadata.preprocess.draft:
             self.metadata = dataclasses.replace(
                 self.metadata, preprocess=dataclasses.replace(self.metadata.preprocess, draft=bool(draft)))
+        try:  # per-label maps to calibrated probabilities (`wildlife-vision calibrate --probability`); often none
+            #: label -> function applied to that label's scores after the session; {} scores as the network does
+            self.score_maps: Dict[str, ScoreMap] = score_maps(self.metadata.calibration, self.metadata.labels)
+        except ScoreMapError as e:
+            raise MetadataError(f"{self.path}: the score calibration in its metadata is invalid ({e}); "
+                                "re-run `wildlife-vision calibrate`") from None
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -356,6 +363,9 @@ class Model:
         if not np.all(np.isfinite(row)):
             return Prediction(input=name, error="the model returned a non-finite score (NaN or infinity) for this "
                                                 "input; the model file may be broken", error_kind="inference_failed")
+        if self.score_maps:  # calibrated probabilities: thresholds and bands in the metadata are on this scale
+            row = [self.score_maps[lab](np.float64(s)) if lab in self.score_maps else s
+                   for lab, s in zip(meta.labels, row)]
         # float32 values, kept as the shortest decimal that round-trips, so written records stay exact
         scores = {label: float(str(np.float32(s))) for label, s in zip(meta.labels, row)}
         flagged = tuple(lab for lab in meta.labels if scores[lab] >= meta.thresholds[lab])

@@ -11,6 +11,10 @@ from ..cli_common import HelpFormatter, fail, wrap
 from ..exitcodes import EXIT_MODEL, EXIT_OK, EXIT_USAGE, require_extra
 
 
+#: the base rate whose precision and load `evaluate` prints (the report has 1/100, 1/1,000 and 1/10,000)
+SUMMARY_PREVALENCE = 0.001
+
+
 def _ci(m, key: str) -> str:
     ci = (m.get("ci95") or {}).get(key)
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
@@ -34,6 +38,20 @@ def format_summary(report, split: str) -> str:
             text += (f"; false-positive rate {r['fp'] / negatives:.4f}{_ci(r, 'fpr')} ({r['fp']} of "
                      f"{negatives} negatives)")
         lines.append(text)
+        for e in r.get("base_rates", []):
+            if e["prevalence"] != SUMMARY_PREVALENCE:
+                continue
+            p = e["precision"]
+            ci = e.get("precision_ci95")
+            lines.append(f"  {'':<16} at 1 in {round(1 / e['prevalence']):,} listings: precision "
+                         + ("n/a" if p is None else f"{p:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+                         + f"; {e['text']}")
+    for src, g in (report.get("negative_sources") or {}).items():
+        rates = ", ".join(f"{lab} {c['flag_rate']:.4f}" + (f" [{c['ci95']['flag_rate'][0]:.4f}, "
+                                                          f"{c['ci95']['flag_rate'][1]:.4f}]"
+                                                          if c["ci95"]["flag_rate"] else "")
+                          for lab, c in g["per_class"].items())
+        lines.append(f"  source {src!r} ({g['n_images']} photos, no positives): flag rate {rates}")
     return "\n".join(lines)
 
 
@@ -66,9 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate an exported model on a manifest split",
         description=wrap("Score one split of a manifest with an exported ONNX model (the same decoding and "
                     "preprocessing as `wildlife_vision.load_model`) and write report.json, report.md, "
-                    "pr_curves.png and confusion.png: per-label precision, recall, F1 at the model's thresholds, "
-                    "average precision, ROC-AUC, support, macro and micro averages, and the same by manifest "
-                    "column (e.g. source)."),
+                    "pr_curves.png, confusion.png and reliability.png: per-label precision, recall, F1 at the "
+                    "model's thresholds, average precision, ROC-AUC, support, review rate, calibration error (ECE), "
+                    "precision and flags per million listings at base rates 1/100, 1/1,000 and 1/10,000, macro and "
+                    "micro averages, the same by manifest column (e.g. source), and flag rates of sources without "
+                    "positives; every figure with a 95% bootstrap interval."),
         epilog="example:\n  wildlife-vision evaluate --model model.onnx --data manifest.csv --split val "
                "--output reports/val",
         formatter_class=HelpFormatter)

@@ -6,9 +6,10 @@ decoding and preprocessing are the inference library's own); training evaluates 
 matplotlib only (no torch).
 
 Outputs in the report folder: ``report.json`` (schema below), ``report.md``, ``pr_curves.png``,
-``confusion.png``, and when the images are known ``predictions.csv`` (one row per scored image: its manifest
-columns, and per label the truth, the score and whether it is flagged at the threshold) and ``errors.png`` (the
-most confident mistakes per label: flagged negatives with the highest scores, missed positives with the lowest).
+``confusion.png``, ``reliability.png`` (reliability diagram), and when the images are known ``predictions.csv``
+(one row per scored image: its manifest columns, and per label the truth, the score and whether it is flagged at
+the threshold) and ``errors.png`` (the most confident mistakes per label: flagged negatives with the highest
+scores, missed positives with the lowest).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wildlife_vision.data.manifest import Sample, read_manifest, targets_for
+from wildlife_vision.data.manifest import Sample, file_sha256, read_manifest, targets_for
+from wildlife_vision.evaluation import operating
 from wildlife_vision.evaluation.bootstrap import DEFAULT_RESAMPLES, label_intervals, resample_indices
 from wildlife_vision.evaluation.metrics import multilabel_report, precision_recall_curve
+from wildlife_vision.evaluation.probability import plot_reliability
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,14 @@ def with_intervals(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarra
 
 def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float],
                  samples: Sequence[Sample], slice_by: Sequence[str] = (), info: Optional[Mapping[str, Any]] = None,
-                 resamples: int = DEFAULT_RESAMPLES) -> Dict[str, Any]:
+                 resamples: int = DEFAULT_RESAMPLES,
+                 review_bands: Optional[Mapping[str, Tuple[float, float]]] = None) -> Dict[str, Any]:
     """The full report as a JSON-ready dict (``samples`` aligned with the rows of ``y_true``/``scores``).
 
     Every per-label figure carries a 95% bootstrap interval (``ci95``) from ``resamples`` resamples of the
-    photos, or of the near-duplicate groups when the manifest has a ``group`` column.
+    photos, or of the near-duplicate groups when the manifest has a ``group`` column. Each label also gets its
+    review rate (``review_bands``: the model's; none given means empty bands), ECE and base-rate table, and
+    ``negative_sources`` gives flag and review rates per negatives-only ``source`` (see :mod:`.operating`).
     """
     y_true = np.asarray(y_true).reshape(len(samples), len(labels))
     scores = np.asarray(scores).reshape(len(samples), len(labels))
@@ -83,6 +89,7 @@ def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], 
                 if any(GROUP_COLUMN in s.extra for s in samples) else None)
     overall = with_intervals(multilabel_report(y_true, scores, labels, thresholds), y_true, scores, labels,
                              thresholds, group_of, resamples)
+    operating.add_operating_figures(overall, y_true, scores, labels, thresholds, review_bands, group_of, resamples)
     slices: Dict[str, Dict[str, Any]] = {}
     for col in slice_by:
         groups: Dict[str, List[int]] = defaultdict(list)
@@ -106,6 +113,9 @@ def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], 
         "macro": overall["macro"],
         "micro": overall["micro"],
         "slices": slices,
+        "review_bands": overall["review_bands"],
+        "negative_sources": operating.negative_sources(y_true, scores, labels, thresholds, review_bands, samples,
+                                                       group_of, resamples),
         "intervals": {"method": "percentile bootstrap", "confidence": 0.95, "resamples": resamples,
                       "unit": "group" if group_of is not None else "photo"},
     }
@@ -175,7 +185,9 @@ def to_markdown(report: Mapping[str, Any]) -> str:
                 cells.append(f"{c['support']} / {recall} / {_fmt(c['ap'])} / {c['fp']} of {c['fp'] + c['tn']}")
             lines.append(f"| {value or '(empty)'} | {g['n_images']} | {_fmt(g['macro']['ap'])} | "
                          + " | ".join(cells) + " |")
-    lines += ["", "![PR curves](pr_curves.png)", "", "![Confusion](confusion.png)", ""]
+    lines += operating.to_markdown(report)
+    lines += ["", "![PR curves](pr_curves.png)", "", "![Confusion](confusion.png)", "",
+              "![Reliability](reliability.png)", ""]
     if report.get("predictions"):
         lines += [f"Per-image scores: `{report['predictions']['file']}`. The most confident mistakes per label:", "",
                   "![Most confident errors](errors.png)", ""]
@@ -326,10 +338,10 @@ def plot_errors(errors: Mapping[str, Mapping[str, List[int]]], scores: np.ndarra
 def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, out_dir: Path,
                  samples: Optional[Sequence[Sample]] = None,
                  failures: Sequence[Tuple[Sample, str]] = ()) -> Path:
-    """Write report.json, report.md, pr_curves.png and confusion.png into ``out_dir``, and with ``samples`` (one
-    per row of ``scores``) predictions.csv (with a row, and its error, for each of ``failures`` too) and
-    errors.png (``report`` then gains the keys ``predictions`` and
-    ``most_confident_errors``); returns report.json's path."""
+    """Write report.json, report.md, pr_curves.png, confusion.png and reliability.png into ``out_dir``, and with
+    ``samples`` (one per row of ``scores``) predictions.csv (with a row, and its error, for each of ``failures``
+    too) and errors.png (``report`` then gains the keys ``predictions`` and ``most_confident_errors``); returns
+    report.json's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if samples is not None:
@@ -344,6 +356,9 @@ def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray,
     (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
     plot_pr_curves(y_true, scores, report["labels"], report["thresholds"], out_dir / "pr_curves.png")
     plot_confusion(report, out_dir / "confusion.png")
+    plot_reliability(y_true, scores, report["labels"], out_dir / "reliability.png",
+                     title=f"Reliability on {report.get('split') or 'this sample'} "
+                           f"({report['n_images']} photos, 15 equal-width score bins)")
     return out_dir / "report.json"
 
 
@@ -408,13 +423,17 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
         ckpt_path = model_path / "best.pt" if model_path.is_dir() else model_path
         scorer = checkpoint_scorer()
         labels = tuple(scorer.labels(ckpt_path))
-        info = {"model": str(ckpt_path), "model_name": "checkpoint", "model_version": ""}
+        info = {"model": str(ckpt_path), "model_name": "checkpoint", "model_version": "",
+                "model_sha256": file_sha256(ckpt_path)}
+        bands = None
     else:
         from wildlife_vision import load_model
 
         model = load_model(model_path, batch_size=batch_size)
         labels = model.labels
-        info = {"model": str(model_path), "model_name": model.name, "model_version": model.version}
+        info = {"model": str(model_path), "model_name": model.name, "model_version": model.version,
+                "model_sha256": file_sha256(model_path)}
+        bands = model.review_bands
     m = read_manifest(manifest, labels=labels, check_images=False, for_training=False)
     samples = select_split(m.samples, split)
     cols = default_slice_columns(samples, m.columns) if slice_by is None else list(slice_by)
@@ -431,7 +450,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
         raise ValueError(f"none of the {len(samples)} image(s) in split '{split}' could be read")
     y = targets_for(kept, labels)
     info.update({"manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": len(failures)})
-    report = build_report(y, scores, labels, thresholds, kept, cols, info)
+    report = build_report(y, scores, labels, thresholds, kept, cols, info, review_bands=bands)
     write_report(report, y, scores, output, kept, failures)
     return report
 
