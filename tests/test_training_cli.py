@@ -176,3 +176,13 @@ def test_offline_hub_weights_fail_fast_with_the_local_weights_hint(tmp_path, cap
         assert code == EXIT_USAGE and time.monotonic() - t0 < 5
         assert "HF_HUB_OFFLINE" in err and "--pretrained PATH" in err and "--pretrained none" in err
         assert "missing_a.jpg" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("given", [["ivory", "live_animal"], ["ivory,live_animal"], ["ivory,", "live_animal"]])
+def test_labels_may_be_space_or_comma_separated(given):
+    """`--labels ivory,live_animal` once trained one label named 'ivory,live_animal' with no positives."""
+    from wildlife_vision_train.cli import config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "m.csv", "--output", "out", "--labels", *given])
+    assert config_from_args(args).data.labels == ("ivory", "live_animal")

@@ -73,7 +73,10 @@ def exported(run_dir, tmp_path_factory):
     from wildlife_vision_train.export import export_run
 
     out = tmp_path_factory.mktemp("export") / "model.onnx"
-    result = export_run(run_dir, out, int8=True, name="synthetic", version="0.1.0", calib_images=24)
+    # a 3-epoch model of 32 px photos may well fail the real INT8 gate (tests/test_export_int8_gate.py covers it):
+    # written anyway and marked, so the INT8 file's plumbing is tested here
+    result = export_run(run_dir, out, int8=True, name="synthetic", version="0.1.0", calib_images=24,
+                        int8_allow_failing=True)
     return result
 
 
@@ -253,7 +256,7 @@ def test_int8_model_and_ap_change(exported):
     assert exported.int8_path.is_file()
     int8 = load_model(exported.int8_path)
     assert int8.labels == ("ivory", "live_animal")
-    assert "int8_vs_fp32" in int8.metadata.metrics
+    assert "int8_vs_fp32" in int8.metadata.metrics and "passed" in int8.metadata.metrics["int8_gate"]
     table = exported.int8
     assert set(table["per_label"]) == {"ivory", "live_animal"}
     assert table["macro"]["change"] is not None and abs(table["macro"]["change"]) < 0.5

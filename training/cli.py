@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from wildlife_vision.cli_common import HelpFormatter, fail, wrap
 from wildlife_vision.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, require_extra
 
+from wildlife_vision_train.int8 import MAX_AP_DROP, MAX_RECALL_DROP, PRECISION_TOLERANCE
 from wildlife_vision_train.config import (AugCfg, CalibCfg, ConfigError, DataCfg, LossCfg, ModelCfg, OptimCfg, RunCfg, TrainConfig,
                      LOSSES)
 
@@ -54,7 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", metavar="MANIFEST", help="manifest CSV (image,labels[,split]) or folder-per-label tree; "
                    "required unless --resume")
     g.add_argument("--labels", nargs="+", metavar="LABEL", default=None,
-                   help="labels to train, in output order (default: the labels present in the manifest, in taxonomy "
+                   help="labels to train, in output order, space- or comma-separated (default: the labels present in the manifest, in taxonomy "
                         "order: ivory, rhino_horn, pangolin_scales, tiger_parts, live_animal)")
     g.add_argument("--image-size", type=int, default=_D.data.image_size, metavar="S",
                    help="square input size in pixels (train crop and eval centre crop)")
@@ -175,6 +176,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "--epochs may extend the run, --test-image-size/--test-crop-pct change the evaluation")
 
 
+def _labels_arg(values) -> tuple:
+    """``--labels a b`` or ``--labels a,b`` (the form the data commands take) -> ('a', 'b')."""
+    return tuple(lab.strip() for v in values or () for lab in str(v).split(",") if lab.strip())
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.calibrate_recall is not None:
         calib = CalibCfg(target="recall", value=args.calibrate_recall, review_recall=args.review_recall)
@@ -186,7 +192,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.no_aug:
         aug = AugCfg(scale_min=1.0, color=0.0, blur=0.0, jpeg=0.0, perspective=0.0)
     return TrainConfig(
-        data=DataCfg(manifest=str(Path(args.data).resolve()) if args.data else "", labels=tuple(args.labels or ()),
+        data=DataCfg(manifest=str(Path(args.data).resolve()) if args.data else "", labels=_labels_arg(args.labels),
                      image_size=args.image_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
                      batch_size=args.batch_size, workers=args.workers, val_fraction=args.val_fraction,
                      max_train_images=args.max_train_images, max_val_images=args.max_val_images,
@@ -237,16 +243,24 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     require_extra("train", "torch", "timm", "onnx", "onnxscript")
     from wildlife_vision_train.export import ExportCheckError, export_run, format_export_summary
+    from wildlife_vision_train.int8 import GateLimits, QuantRecipe
     from wildlife_vision.data.manifest import ManifestError
 
     if args.int8:
         require_extra("train", "onnxruntime.quantization")
+    elif args.int8_allow_failing:
+        return fail("export", "--int8-allow-failing needs --int8")
     try:
+        limits = GateLimits(max_ap_drop=args.int8_max_ap_drop, max_recall_drop=args.int8_max_recall_drop,
+                            precision_tolerance=args.int8_precision_tolerance)
+        keep = {} if args.int8_keep_float is None else {"keep_float": tuple(args.int8_keep_float)}
+        recipe = QuantRecipe(method=_CALIBRATION_METHODS[args.int8_calibration], calibration_images=args.calib_images,
+                             reduce_range=not args.int8_full_range, **keep)
         result = export_run(Path(args.run_dir), Path(args.output), int8=args.int8,
                             int8_output=Path(args.int8_output) if args.int8_output else None, name=args.name,
                             version=args.version, opset=args.opset, data=Path(args.data) if args.data else None,
-                            check_images=args.check_images, calib_images=args.calib_images,
-                            overwrite=args.overwrite)
+                            check_images=args.check_images, overwrite=args.overwrite, int8_limits=limits,
+                            int8_allow_failing=args.int8_allow_failing, int8_recipe=recipe)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -255,7 +269,21 @@ def run_export(args: argparse.Namespace) -> int:
     except (ExportCheckError, OSError) as e:  # the export itself failed (disagrees with torch, unwritable): 1
         return fail("export", str(e), EXIT_FAILURE)
     print(format_export_summary(result))
+    gate = result.int8_gate
+    if gate is not None and not gate["passed"]:
+        for line in gate["failures"]:
+            print(f"wildlife-vision export: INT8 gate failed: {line}", file=sys.stderr)
+        if args.int8_allow_failing:
+            print(f"wildlife-vision export: {result.int8_path} written anyway (--int8-allow-failing), marked "
+                  "int8_gate.passed = false", file=sys.stderr)
+            return EXIT_OK
+        print("wildlife-vision export: the INT8 model was not written; the fp32 model was "
+              "(--int8-allow-failing writes a failing INT8 model, marked as failing)", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+_CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -271,15 +299,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "The file carries labels, thresholds, review bands, preprocessing, backbone, training manifest "
                     "and config hashes, the validation summary, the package version and the creation time. The "
                     "export then runs the file in onnxruntime on real manifest photos and fails if it differs "
-                    "from torch by more than 1e-4."),
+                    "from torch by more than 1e-4. With --int8 it also writes an INT8 twin with its own "
+                    "thresholds, review bands and metrics, and exits 1 without writing it when it fails the INT8 "
+                    "gate against fp32 (the fp32 model is written either way)."),
         epilog="examples:\n  wildlife-vision export runs/lite0 --output model.onnx\n"
-               "  wildlife-vision export runs/lite0 --output model.onnx --int8 --name wildtrade --version 1.0.0",
+               "  wildlife-vision export runs/lite0 --output model.onnx --int8 --name wildtrade --version 1.0.0\n"
+               "  wildlife-vision export runs/lite0 --output model.onnx --int8 --int8-allow-failing   # write it, "
+               "marked failing",
         formatter_class=HelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `wildlife-vision train`")
     p.add_argument("--output", "-o", required=True, metavar="MODEL.onnx", help="path of the ONNX file to write")
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 model (onnxruntime static quantisation, QDQ, per-channel, calibrated "
-                        "on training photos) and report its average-precision change against fp32 on val")
+                        "on training photos) with its own thresholds and review bands, chosen on its own scores on "
+                        "the run's val split for the run's calibration target, and gate it against fp32 (below): "
+                        "a failing INT8 model is not written and the export exits 1")
     p.add_argument("--int8-output", metavar="PATH", default=None,
                    help="where to write the INT8 model (default: MODEL.int8.onnx beside --output)")
     p.add_argument("--overwrite", action="store_true",
@@ -292,7 +326,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="MANIFEST", default=None,
                    help="manifest with photos for the check and INT8 calibration (default: the training manifest)")
     p.add_argument("--check-images", type=int, default=16, help="real photos for the onnxruntime vs torch check")
-    p.add_argument("--calib-images", type=int, default=128, help="training photos for INT8 calibration")
+    g = p.add_argument_group("INT8 gate (per label, on the val split; each model at its own threshold)")
+    g.add_argument("--int8-max-ap-drop", type=float, default=MAX_AP_DROP, metavar="D",
+                   help="largest allowed drop in average precision, fp32 - INT8")
+    g.add_argument("--int8-max-recall-drop", type=float, default=MAX_RECALL_DROP, metavar="D",
+                   help="largest allowed recall drop at matched precision (each model at its own threshold for the "
+                        "run's target precision; the precision drop at matched recall for a run calibrated with "
+                        "--calibrate-recall)")
+    g.add_argument("--int8-precision-tolerance", type=float, default=PRECISION_TOLERANCE, metavar="T",
+                   help="the INT8 model must reach the target precision minus T at its threshold (the fp32 "
+                        "model's own precision minus T where fp32 misses the target)")
+    g.add_argument("--int8-allow-failing", action="store_true",
+                   help="write the INT8 model even when it fails the gate, marked int8_gate.passed = false in its "
+                        "metadata (the export still reports the failure, and exits 0)")
+    g = p.add_argument_group("INT8 quantisation")
+    g.add_argument("--int8-calibration", choices=tuple(_CALIBRATION_METHODS), default="minmax",
+                   help="how activation ranges are set from the calibration photos")
+    g.add_argument("--int8-keep-float", nargs="*", choices=("head", "stem"), default=None, metavar="PART",
+                   help="parts left in fp32 (default: head): head = pooling, classifier and sigmoid (quantised, it "
+                        "rounds every score to a multiple of 1/255), stem = the first convolution; "
+                        "--int8-keep-float with no PART keeps none")
+    g.add_argument("--int8-full-range", action="store_true",
+                   help="8-bit weights in every convolution (closest to fp32), for CPUs with VNNI (AVX512-VNNI, "
+                        "AVX-VNNI) or ARM only: x86 CPUs without VNNI can saturate on them; by default those "
+                        "convolutions keep a 7-bit range and only the depthwise ones get 8 bits")
+    g.add_argument("--calib-images", type=int, default=128, metavar="N",
+                   help="training photos for the INT8 activation ranges (drawn with the run's seed)")
     p.set_defaults(func=run_export)
 
 

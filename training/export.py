@@ -30,23 +30,26 @@ import numpy as np
 import torch
 
 from wildlife_vision._version import __version__
+from wildlife_vision.data.manifest import Sample, atomic_write_text, read_manifest
+from wildlife_vision.data.splits import fill_missing_splits
 from wildlife_vision.errors import ImageDecodeError
+from wildlife_vision.evaluation.evaluate import summary
 from wildlife_vision.metadata import METADATA_KEY, ModelMetadata
 from wildlife_vision.preprocess import PreprocessConfig, preprocess
 
 from wildlife_vision_train.backbones import ScoresAndEmbedding, check_wrapper
-from wildlife_vision_train.config import TrainConfig
-from wildlife_vision.evaluation.evaluate import score_onnx, summary
-from wildlife_vision.data.manifest import Sample, read_manifest, targets_for
-from wildlife_vision.data.splits import fill_missing_splits
-from wildlife_vision.evaluation.metrics import average_precision, macro_ap
 from wildlife_vision_train.checkpoint import build_model_from_checkpoint, load_checkpoint
-
+from wildlife_vision_train.config import TrainConfig
+# the INT8 twin lives in int8.py; quantize_int8 and friends stay importable from here (the benchmark uses them)
+from wildlife_vision_train.int8 import (DEFAULT_RECIPE, WEIGHTS_DESCRIPTION, GateLimits, QuantRecipe,  # noqa: F401
+                                        quantize_int8, shape_arithmetic_nodes, write_int8)
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
 DEFAULT_OPSET = 17
 INPUT_NAME, SCORES, EMBEDDING = "pixel_values", "scores", "embedding"
+#: the export record MODEL.export.json
+EXPORT_RECORD_SCHEMA = "wildlife-vision/export/v1"
 
 
 class ExportCheckError(RuntimeError):
@@ -61,6 +64,11 @@ class ExportResult:
     int8: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     removed: List[Path] = field(default_factory=list)   # stale files of an earlier export, removed (--overwrite)
+
+    @property
+    def int8_gate(self) -> Optional[Dict[str, Any]]:
+        """The INT8 gate (``passed``, ``failures``, per label), or None without ``--int8``."""
+        return self.int8.get("gate") if self.int8 else None
 
 
 def _read_json(path: Path, what: str) -> Dict[str, Any]:
@@ -146,127 +154,6 @@ def check_against_torch(path: Path, wrapper: torch.nn.Module, batch: np.ndarray,
     return check
 
 
-class _CalibrationReader:
-    """onnxruntime CalibrationDataReader over preprocessed training images."""
-
-    def __init__(self, batch: np.ndarray, chunk: int = 8):
-        self._items = [{INPUT_NAME: batch[i:i + chunk]} for i in range(0, len(batch), chunk)]
-        self._it = iter(self._items)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = iter(self._items)
-
-
-def shape_arithmetic_nodes(model) -> List[str]:
-    """Names of the nodes that compute shapes, not pixels: everything downstream of a ``Shape`` node that does
-    not also read image data (TF-"same" padding in tf_efficientnet computes its pad widths in float Sub/Mul/Add
-    nodes). Quantising those rounds the pad widths and shifts feature maps: keep them in float."""
-    data = {i.name for i in model.graph.input}
-    out = []
-    for node in model.graph.node:  # ONNX graphs are stored in topological order
-        if node.op_type != "Shape" and any(i in data for i in node.input):
-            data.update(node.output)
-        else:
-            out.append(node.name)
-    return out
-
-
-#: weights keep a 7-bit range (``reduce_range``): on x86 CPUs without VNNI (AVX2, AVX-512F) onnxruntime's u8s8
-#: kernels add pairs of u8 x s8 products in saturating int16 (VPMADDUBSW), and with full-range weights the shipped
-#: lite0 model lost 0.016 macro-AP on such a CPU (AMD Zen 3) while losing 0.003 on one with VNNI
-WEIGHTS_DESCRIPTION = "int8 per-channel, 7-bit range (no u8s8 saturation on CPUs without VNNI)"
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, calib_batch: np.ndarray, meta: ModelMetadata) -> None:
-    """Static INT8 quantisation (QDQ, per-channel 7-bit-range weights, MinMax activations) calibrated on
-    ``calib_batch``."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    tmp_dir = int8_path.parent
-    pre_path = tmp_dir / (int8_path.name + ".pre.tmp")
-    raw_path = tmp_dir / (int8_path.name + ".raw.tmp")
-    try:
-        try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
-            source = pre_path
-        except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; quantise the plain graph
-            log.warning("quantisation pre-processing failed (%s); quantising the exported graph as is", e)
-            source = fp32_path
-        logging.disable(logging.INFO)  # onnxruntime.quantization logs one INFO line per rescaled bias on root
-        try:
-            quantize_static(str(source), str(raw_path), _CalibrationReader(calib_batch),
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            reduce_range=True,
-                            nodes_to_exclude=shape_arithmetic_nodes(onnx.load(str(source))))
-        finally:
-            logging.disable(logging.NOTSET)
-        model = onnx.load(str(raw_path))
-        del model.metadata_props[:]
-        entry = model.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, meta.to_json()
-        onnx.save(model, str(int8_path))
-    finally:
-        for p in (pre_path, raw_path):
-            if p.exists():
-                p.unlink()
-
-
-def write_int8(fp32_path: Path, int8_path: Path, meta: ModelMetadata, samples: Sequence[Sample],
-               val: Sequence[Sample], seed: int, calib_images: int = 128) -> Dict[str, Any]:
-    """Quantise ``fp32_path`` (whose metadata is ``meta``) to ``int8_path``, calibrated on ``calib_images``
-    training photos drawn with ``seed``; score both on ``val`` and record the AP comparison in the INT8 file.
-    Returns the comparison table."""
-    import onnx
-
-    from wildlife_vision import load_model
-
-    pre_cfg, labels = meta.preprocess, list(meta.labels)
-    train_samples = [s for s in samples if s.split == "train"] or list(samples)
-    rng = np.random.default_rng(seed)
-    pick = [train_samples[i] for i in rng.permutation(len(train_samples))[:calib_images * 2]]
-    calib_batch, calib_kept = _preprocess_samples(pick, pre_cfg, calib_images)
-    training = {k: v for k, v in dict(meta.training).items() if k != "quantization"}
-    int8_meta = dataclasses.replace(meta, name=meta.name + "-int8", training={
-        **training, "quantization": {"method": "onnxruntime static QDQ", "weights": WEIGHTS_DESCRIPTION,
-                                     "activations": "uint8 MinMax", "calibration_images": len(calib_kept),
-                                     "source": fp32_path.name}})
-    log.info("quantising to INT8 with %d training images", len(calib_kept))
-    quantize_int8(fp32_path, int8_path, calib_batch, int8_meta)
-    # both models through wildlife_vision.load_model, streaming over the val split
-    fp32_scores, val_kept, _ = score_onnx(load_model(fp32_path), val)
-    int8_scores, _, _ = score_onnx(load_model(int8_path), val_kept)
-    table = _ap_table(targets_for(val_kept, labels), fp32_scores, int8_scores, labels)
-    table.update({"val_images": len(val_kept), "calibration_images": len(calib_kept),
-                  "size_bytes_fp32": fp32_path.stat().st_size, "size_bytes_int8": int8_path.stat().st_size})
-    # record the comparison inside the INT8 file too
-    final_meta = dataclasses.replace(int8_meta, metrics={**int8_meta.metrics, "int8_vs_fp32": table})
-    model8 = onnx.load(str(int8_path))
-    for p in model8.metadata_props:
-        if p.key == METADATA_KEY:
-            p.value = final_meta.to_json()
-    onnx.save(model8, str(int8_path))
-    log.info("INT8 model %s: macro-AP %s -> %s", int8_path, table["macro"]["ap_fp32"], table["macro"]["ap_int8"])
-    return table
-
-
-def _ap_table(y: np.ndarray, fp32: np.ndarray, int8: np.ndarray, labels: Sequence[str]) -> Dict[str, Any]:
-    per = {}
-    for j, lab in enumerate(labels):
-        a, b = average_precision(y[:, j], fp32[:, j]), average_precision(y[:, j], int8[:, j])
-        per[lab] = {"ap_fp32": a, "ap_int8": b, "change": (b - a) if a is not None and b is not None else None}
-    ma, mb = macro_ap(y, fp32), macro_ap(y, int8)
-    return {"per_label": per, "macro": {"ap_fp32": ma, "ap_int8": mb,
-                                        "change": (mb - ma) if ma is not None and mb is not None else None},
-            "max_abs_score_diff": float(np.abs(fp32 - int8).max()) if len(y) else None}
-
-
 def _stale_int8(output: Path, int8_path: Optional[Path]) -> Optional[Path]:
     """``MODEL.int8.onnx`` beside ``output`` when it exists and this export will not rewrite it: it would sit
     beside the new model as its INT8 twin (the benchmark picks it up) while quantising the old one."""
@@ -290,20 +177,51 @@ def _refuse_existing(output: Path, int8_path: Optional[Path], stale: Optional[Pa
                               "another --output")
 
 
+def _calibration_rows(samples: Sequence[Sample], cfg: TrainConfig, cal: Dict[str, Any], own_manifest: bool
+                       ) -> List[Sample]:
+    """The val rows the run's thresholds were chosen on: the val split, subset as training subset it
+    (``--max-val-images``); warns when they cannot be the same rows (another manifest, another count)."""
+    from wildlife_vision_train.train import _subset  # the training's own subset rule, not a copy of it
+
+    val = [s for s in samples if s.split == "val"]
+    if not val:
+        log.warning("the manifest has no val rows: the INT8 model is calibrated and compared on all %d rows",
+                    len(samples))
+        return list(samples)
+    val = _subset(val, cfg.data.max_val_images, cfg.run.seed, "val")
+    n_cal = (cal.get("calibration") or {}).get("n_images")
+    if not own_manifest or (n_cal is not None and n_cal != len(val)):
+        log.warning("the INT8 thresholds are chosen on %d val rows of %s, not on the %s rows the fp32 thresholds "
+                    "came from", len(val), "another manifest (--data)" if not own_manifest else "this manifest",
+                    n_cal if n_cal is not None else "unknown")
+    return val
+
+
 def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Optional[Path] = None,
                name: Optional[str] = None, version: str = "1.0.0", opset: int = DEFAULT_OPSET,
-               data: Optional[Path] = None, check_images: int = 16, calib_images: int = 128,
-               tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportResult:
+               data: Optional[Path] = None, check_images: int = 16, calib_images: Optional[int] = None,
+               tolerance: float = TOLERANCE, overwrite: bool = False, int8_limits: GateLimits = GateLimits(),
+               int8_allow_failing: bool = False, int8_recipe: QuantRecipe = DEFAULT_RECIPE) -> ExportResult:
     """Export ``run_dir``'s best checkpoint to ``output`` (and optionally an INT8 copy); see module docstring.
+
+    The INT8 copy gets its own thresholds and review bands (chosen on its own scores on the run's val rows, for
+    the run's calibration target) and is gated against fp32 (``int8_limits``, see
+    :func:`wildlife_vision_train.int8.gate`): a failing one is not written unless ``int8_allow_failing``;
+    ``result.int8_gate["passed"]`` says how it went. The fp32 model is written either way.
 
     Existing files are refused (``FileExistsError``) unless ``overwrite``: the model, the INT8 model, and a
     ``MODEL.int8.onnx`` from an earlier export that this export would leave beside a new model it does not
-    match (with ``overwrite`` that file is removed once the new model is written; ``result.removed`` names it).
+    match (with ``overwrite`` that file is removed once the new model is written; ``result.removed`` names it,
+    as it names an earlier INT8 model at the INT8 path when the new one fails its gate and is not written).
     """
     t0 = time.time()
     run_dir, output = Path(run_dir), Path(output)
     if opset < 17:
         raise ValueError(f"--opset must be 17 or newer, got {opset}")
+    if calib_images is not None:
+        int8_recipe = dataclasses.replace(int8_recipe, calibration_images=calib_images)
+    if int8_recipe.calibration_images < 1:
+        raise ValueError(f"--calib-images must be at least 1, got {int8_recipe.calibration_images}")
     int8_path = (Path(int8_output) if int8_output else output.with_name(output.stem + ".int8.onnx")) if int8 else None
     stale = _stale_int8(output, int8_path)
     _refuse_existing(output, int8_path, stale, overwrite)
@@ -366,14 +284,61 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         result.removed.append(stale)
         log.info("removed %s, left by an earlier export: it is not an INT8 copy of the new model", stale)
     if int8_path is not None:
-        result.int8_path, result.int8 = int8_path, write_int8(output, int8_path, meta, samples, val, cfg.run.seed,
-                                                              calib_images)
+        calib = {"target": cfg.calib.target, "value": cfg.calib.value, "review_recall": cfg.calib.review_recall,
+                 **{k: v for k, v in cal["calibration"].items() if k in ("target", "value", "review_recall", "split")}}
+        rows = _calibration_rows(samples, cfg, cal, data is None or manifest_path.resolve() ==
+                                 Path(cfg.data.manifest).resolve())
+        result.int8 = write_int8(output, int8_path, meta, samples, rows, cfg.run.seed, calib=calib,
+                                 limits=int8_limits, allow_failing=int8_allow_failing, recipe=int8_recipe)
+        if result.int8["written"]:
+            result.int8_path = int8_path
+        elif int8_path.exists():  # refused above unless overwrite: the INT8 copy of the model this one replaced
+            int8_path.unlink()
+            result.removed.append(int8_path)
 
     result.seconds = time.time() - t0
-    record = {"model": str(output), "created": created, "check": check, "int8_model": str(result.int8_path or ""),
-              "int8": result.int8, "seconds": round(result.seconds, 2)}
-    output.with_name(output.stem + ".export.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    record = {"schema_version": EXPORT_RECORD_SCHEMA, "model": str(output), "created": created, "check": check,
+              "int8_model": str(result.int8_path or ""), "int8": result.int8, "seconds": round(result.seconds, 2)}
+    atomic_write_text(output.with_name(output.stem + ".export.json"), json.dumps(record, indent=2))
     return result
+
+
+def _pr(point: Dict[str, Any]) -> str:
+    """'precision P [lo, hi] / recall R [lo, hi]' of one label's metrics block."""
+    ci = point.get("ci95") or {}
+    parts = []
+    for k in ("precision", "recall"):
+        v, iv = point.get(k), ci.get(k)
+        parts.append("n/a" if v is None else f"{v:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
+    return " / ".join(parts)
+
+
+def format_int8_summary(path: Path, t: Dict[str, Any]) -> List[str]:
+    """The INT8 part of the export summary: AP change and both operating points per label, and the gate."""
+    g, ops = t["gate"], t["operating_points"]
+    where = f"{path} ({t['size_bytes_int8'] / 1e6:.1f} MB)" if t["written"] else f"{path} (not written)"
+    lines = [f"INT8 model {where}, on {t['val_images']} {t['split']} images, each model at its own thresholds for "
+             f"{g['target']} {g['value']:g} (95% bootstrap intervals):",
+             f"  {'label':<14} {'AP fp32 -> INT8 (change)':<28} {'fp32: threshold, precision / recall':<52} "
+             "INT8: threshold, precision / recall"]
+    for lab, row in t["per_label"].items():
+        if row["ap_fp32"] is None:
+            lines.append(f"  {lab:<14} n/a (no positives)")
+            continue
+        f, q = ops["fp32"][lab], ops["int8"][lab]
+        ap = f"{row['ap_fp32']:.4f} -> {row['ap_int8']:.4f} ({row['change']:+.4f})"
+        lines.append(f"  {lab:<14} {ap:<28} {f['threshold']:.3f}, {_pr(f):<45} {q['threshold']:.3f}, {_pr(q)}")
+    m = t["macro"]
+    if m["ap_fp32"] is not None:
+        lines.append(f"  {'macro':<14} {m['ap_fp32']:.4f} -> {m['ap_int8']:.4f} ({m['change']:+.4f})")
+    if g["passed"]:
+        lines.append(f"INT8 gate passed ({g['rule']})")
+    else:
+        lines.append("INT8 gate FAILED: " + "; ".join(g["failures"]))
+        lines.append("  the INT8 model was written anyway (--int8-allow-failing); its metadata says "
+                     "int8_gate.passed = false" if t["written"] else
+                     "  the INT8 model was not written (--int8-allow-failing writes it, marked as failing)")
+    return lines
 
 
 def format_export_summary(result: ExportResult) -> str:
@@ -382,15 +347,8 @@ def format_export_summary(result: ExportResult) -> str:
              f"(tolerance {result.check['tolerance']:g})"]
     for path in result.removed:
         lines.append(f"removed {path}: an INT8 model from an earlier export, not a copy of this one")
-    if result.int8_path:
-        t = result.int8
-        lines.append(f"INT8 model {result.int8_path} ({t['size_bytes_int8'] / 1e6:.1f} MB), val AP change vs fp32 on "
-                     f"{t['val_images']} images:")
-        for lab, row in list(t["per_label"].items()) + [("macro", t["macro"])]:
-            if row["ap_fp32"] is None:
-                lines.append(f"  {lab:<16} n/a (no positives)")
-            else:
-                lines.append(f"  {lab:<16} {row['ap_fp32']:.4f} -> {row['ap_int8']:.4f} ({row['change']:+.4f})")
+    if result.int8:
+        lines += format_int8_summary(Path(result.int8["path"] or result.int8_path or "MODEL.int8.onnx"), result.int8)
     lines.append(f"use it: python -c \"import wildlife_vision as wv; print(wv.load_model('{result.path}')"
                  ".predict('photo.jpg'))\"")
     return "\n".join(lines)
