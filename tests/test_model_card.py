@@ -358,6 +358,28 @@ def test_int8_operating_point_beside_the_fp32_one(tmp_path):
     assert "macro AP fp32 0.7400 -> INT8 0.7300" in card and "FAILING" not in card
 
 
+def test_int8_report_puts_the_int8_operating_point_on_the_report_split(tmp_path, capsys):
+    model = make_tiny_model(tmp_path / "m.onnx")
+    int8 = _int8(tmp_path, {"passed": True, "per_label": {}})
+    th8 = load_model(int8).metadata.to_dict()["thresholds"]
+    per8 = {"ivory": {"precision": 0.7, "recall": 0.85, "ci95": {"precision": [0.4, 0.9], "recall": [0.55, 1.0]}},
+            "live_animal": {"precision": None, "recall": None, "ci95": {}}}
+    r8 = {**copy.deepcopy(REPORT), "model_sha256": sha(int8), "thresholds": th8, "per_class": per8}
+    args = ("--int8", str(int8), "--int8-report")
+    report = write_json(tmp_path / "r.json", report_for(model))
+    assert _card_cli(tmp_path, model, report, *args, str(write_json(tmp_path / "r8.json", r8))) == 0
+    card = (tmp_path / "card.md").read_text()
+    split = REPORT["split"]
+    assert f"INT8 precision, `{split}`" in card and "0.700 [0.400, 0.900] | 0.850 [0.550, 1.000] |" in card
+    assert "its own evaluation report on the same split" in card
+    # the fp32 model's report is not the INT8 model's
+    assert _card_cli(tmp_path, model, report, *args, str(report)) == 2
+    assert "model_sha256" in capsys.readouterr().err
+    other = {**r8, "split": "other"}
+    assert _card_cli(tmp_path, model, report, *args, str(write_json(tmp_path / "r9.json", other))) == 2
+    assert "same photos" in capsys.readouterr().err
+
+
 def test_an_int8_model_that_failed_its_gate_is_refused_unless_marked_failing(tmp_path, capsys):
     model = make_tiny_model(tmp_path / "m.onnx")
     report = write_json(tmp_path / "r.json", report_for(model))

@@ -501,7 +501,8 @@ def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], dev
     columns = sorted({c for s in kept for c in s.extra})
     info = {"model": str(run_dir / "best.pt"), "manifest": cfg.data.manifest, "manifest_sha256":
             best["manifest_sha256"], "split": "val", "skipped_images": skipped, "epoch": int(best["epoch"]) + 1}
-    report = build_report(y, scores, labels, thresholds, kept, default_slice_columns(kept, columns), info)
+    report = build_report(y, scores, labels, thresholds, kept, default_slice_columns(kept, columns), info,
+                          review_bands=bands)
     failures = unscored(val_samples, idx, "unreadable image (see train.log)")
     write_report(report, y, scores, run_dir / "eval", kept, failures)
     return RunResult(run_dir=run_dir, best_epoch=int(best["epoch"]) + 1, val_macro_ap=report["macro"]["ap"],

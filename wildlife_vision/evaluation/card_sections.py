@@ -301,13 +301,15 @@ def operating_points(meta: Mapping[str, Any], report: Mapping[str, Any],
            "A score at or above a label's threshold flags it; a score in the review band [low, threshold) should "
            "go to a human review queue rather than be dropped."]
     head = [f"fp32 threshold", "fp32 review band", f"fp32 precision, {sp}", f"fp32 recall, {sp}"]
+    r8 = (int8 or {}).get("report")
     if m8:
-        mx = m8.get("metrics") or {}
+        mx = r8 or m8.get("metrics") or {}
         s8, failing = split_name(mx), gate_failed(m8)
         tag = "INT8 (**FAILING its gate**)" if failing else "INT8"
         head += [f"{tag} threshold", f"{tag} review band", f"{tag} precision, {s8}", f"{tag} recall, {s8}"]
         out += ["", f"The INT8 model `{int8.get('file') or 'model.int8.onnx'}` has its own thresholds and review "
-                "bands, chosen on its own scores; its figures are from its own metadata."]
+                "bands, chosen on its own scores; its figures are from "
+                + ("its own evaluation report on the same split." if r8 else "its own metadata.")]
     out += ["", "| label | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for lab in labels:
         c = (report.get("per_class") or {}).get(lab, {})
@@ -315,7 +317,7 @@ def operating_points(meta: Mapping[str, Any], report: Mapping[str, Any],
         cells = [fmt(meta["thresholds"][lab]), f"[{fmt(band[0])}, {fmt(band[1])})",
                  with_ci(c.get("precision"), _ci_of(c, "precision")), with_ci(c.get("recall"), _ci_of(c, "recall"))]
         if m8:
-            c8 = ((m8.get("metrics") or {}).get("per_class") or {}).get(lab, {})
+            c8 = ((r8 or m8.get("metrics") or {}).get("per_class") or {}).get(lab, {})
             b8 = (m8.get("review_bands") or {}).get(lab, [None, None])
             cells += [fmt((m8.get("thresholds") or {}).get(lab)), f"[{fmt(b8[0])}, {fmt(b8[1])})",
                       with_ci(c8.get("precision"), _ci_of(c8, "precision")),

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from wildlife_vision.data.manifest import read_manifest_table  # the one manifest parser
 from wildlife_vision.evaluation.card_sections import (ROBUSTNESS_SCHEMA, DataCard, accuracy, gate_failed,
-                                                      parse_data_card, render_card, weights_origin)
+                                                      parse_data_card, render_card, split_name, weights_origin)
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", metavar="MODEL.int8.onnx",
                    help="the INT8 copy: its own thresholds, review bands, metrics and int8_gate are shown beside "
                         "the fp32 operating point")
+    p.add_argument("--int8-report", metavar="REPORT.json",
+                   help="report.json of `wildlife-vision evaluate --model MODEL.int8.onnx` on the same split as "
+                   "--report (its model_sha256 must be the INT8 file's): the INT8 operating point is then shown on "
+                   "that split; without it, on the split its metadata names")
     p.add_argument("--int8-failing", action="store_true",
                    help="include an --int8 model whose metadata says it failed its gate (marked FAILING); "
                         "without this such a model is refused")
@@ -260,6 +264,18 @@ def _run(args: argparse.Namespace) -> int:
                                       "its metadata); leave it out, or pass --int8-failing to describe it marked "
                                       "FAILING", EXIT_USAGE)
         int8 = {"file": Path(args.int8).name, "meta": m8, "summary": args.int8_summary}
+        if args.int8_report:
+            try:
+                r8 = _read_json("--int8-report", args.int8_report)
+                check_report(r8, m8, file_sha256(Path(args.int8)), "--int8-report", args.int8_report)
+                if split_name(r8) != split_name(report):
+                    raise ValueError(f"--int8-report {args.int8_report} is on split {split_name(r8)!r}, --report on "
+                                     f"{split_name(report)!r}: compare the two models on the same photos")
+            except ValueError as e:
+                return fail("model-card", str(e), EXIT_USAGE)
+            int8["report"] = r8
+    elif args.int8_report:
+        return fail("model-card", "--int8-report needs --int8", EXIT_USAGE)
     elif args.int8_summary:
         int8 = {"file": "", "summary": args.int8_summary}
     rob, origin = None, ""

@@ -63,10 +63,11 @@ def add_operating_figures(report: Dict[str, Any], y_true: np.ndarray, scores: np
         low, thr = _band(bands, thresholds, lab)
         report["review_bands"][lab] = [low, thr]
         in_band = (s[:, j] >= low) & (s[:, j] < thr)
-        m["review_rate"] = float(in_band.mean()) if len(y) else None
+        known = bands is not None  # without the model's bands a review rate would read 0 and mean nothing
+        m["review_rate"] = float(in_band.mean()) if len(y) and known else None
         m["ece"] = ece(y[:, j], s[:, j], ECE_BINS)
         ci = m.setdefault("ci95", {})
-        ci["review_rate"] = _mean_interval(in_band, draws)
+        ci["review_rate"] = _mean_interval(in_band, draws) if known else None
         e = percentile_interval(ece_draws(y[:, j], s[:, j], draws)) if draws else None
         ci["ece"] = list(e) if e else None
         m["base_rates"] = label_base_rates(y[:, j], s[:, j] >= thr, draws, BASE_RATES)
@@ -96,10 +97,12 @@ def negative_sources(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[st
             low, thr = _band(bands, thresholds, lab)
             sj = s[idx, j]
             flag, review = sj >= thr, (sj >= low) & (sj < thr)
-            per_class[lab] = {"flag_rate": float(flag.mean()), "review_rate": float(review.mean()),
-                              "flagged": int(flag.sum()), "review": int(review.sum()),
+            known = bands is not None
+            per_class[lab] = {"flag_rate": float(flag.mean()),
+                              "review_rate": float(review.mean()) if known else None,
+                              "flagged": int(flag.sum()), "review": int(review.sum()) if known else None,
                               "ci95": {"flag_rate": _mean_interval(flag, draws),
-                                       "review_rate": _mean_interval(review, draws)}}
+                                       "review_rate": _mean_interval(review, draws) if known else None}}
         out[value] = {"n_images": len(idx), "per_class": per_class}
     return out
 
