@@ -218,6 +218,11 @@ def test_calibrate_then_evaluate_without_torch(tmp_path):
         lo, hi = pl["at_sample"]["recall_ci95"]
         assert lo <= pl["at_sample"]["recall"] <= hi and pl["ece_before"] is not None
     assert wv.load_model(model).metadata.calibration == {}  # the input file is untouched
+    # the file's metrics describe the new thresholds (and say on what), not the source model's
+    mx = m.metadata.metrics
+    assert mx["split"] == "val" and mx["source"] == "wildlife-vision calibrate"
+    for lab in LABELS:
+        assert mx["per_class"][lab]["precision"] == block["per_label"][lab]["at_sample"]["precision"]
     info = _cli("info", out)
     assert info.returncode == 0 and "calibration:" in info.stdout and "score_calibration" in info.stdout
     # evaluate the calibrated file on the same photos: it reproduces what calibrate says it achieves

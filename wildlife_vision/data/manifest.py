@@ -593,12 +593,17 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     The file gets the permissions a plain ``open(path, "w")`` would give it (0o666 less the umask), not the
     0o600 of the temporary file.
     """
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """:func:`atomic_write_text` for bytes (a model file, an image)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -72,31 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_calibrate)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` via a temporary file in the same folder and an atomic rename (permissions as ``open``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def run_calibrate(args: argparse.Namespace) -> int:
     import hashlib
     import json
 
     from .. import load_model
-    from ..data.manifest import ManifestError, read_manifest
+    from ..data.manifest import ManifestError, atomic_write_bytes, read_manifest
     from ..errors import ModelLoadError
     from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
 
@@ -164,7 +143,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
                   "source_thresholds": dict(model.thresholds),
                   "source_review_bands": {k: list(v) for k, v in model.review_bands.items()}})
     new_meta = {**raw_meta, "thresholds": result["thresholds"],
-                "review_bands": {k: list(v) for k, v in result["review_bands"].items()}, "calibration": block}
+                "review_bands": {k: list(v) for k, v in result["review_bands"].items()}, "calibration": block,
+                "metrics": _metrics_at_new_thresholds(block, args.split, len(kept))}
+    if raw_meta.get("metrics"):  # measured at the old thresholds: kept, named as such
+        new_meta["metrics_before_calibration"] = raw_meta["metrics"]
     try:
         new_bytes = write_metadata_bytes(data, new_meta, str(model_path))
         atomic_write_bytes(output, new_bytes)
@@ -177,6 +159,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({len(new_bytes):,} bytes; sha256 {hashlib.sha256(new_bytes).hexdigest()[:16]}...); "
           f"see it with `wildlife-vision info {output}`")
     return EXIT_OK
+
+
+def _metrics_at_new_thresholds(block: Dict[str, Any], split: str, n: int) -> Dict[str, Any]:
+    """The file's ``metrics`` after recalibration: what the new thresholds achieve on the calibration sample (which
+    chose them, so these figures are optimistic; measure on other photos with `evaluate`)."""
+    per_class = {}
+    for lab, c in (block.get("per_label") or {}).items():
+        at = c.get("at_sample") or {}
+        per_class[lab] = {"precision": at.get("precision"), "recall": at.get("recall"),
+                          "ci95": {"precision": at.get("precision_ci95"), "recall": at.get("recall_ci95")}}
+    return {"split": split, "n_images": n, "source": "wildlife-vision calibrate",
+            "note": "on the calibration sample that set these thresholds (optimistic); the file's earlier metrics, "
+                    "at its earlier thresholds, are in metrics_before_calibration",
+            "per_class": per_class}
 
 
 def _check_written(path: Path, result: Dict[str, Any], kept: List[Any], batch_size: int) -> Optional[str]:
