@@ -341,3 +341,28 @@ def test_cli_fails_cleanly(tmp_path, tiny_model_path, capsys, case):
     assert not out.exists()
     if case == "missing manifest":
         assert "nope.csv" in err and "does not exist" in err
+
+
+def test_evaluate_with_robustness_puts_the_block_in_the_report(tmp_path):
+    """`evaluate --robustness` measures the same photos it evaluates and the report (JSON and Markdown) holds it."""
+    pytest.importorskip("matplotlib")
+    model = left_right_model(tmp_path / "lr.onnx")
+    pairs = [(255, 0), (128, 128), (140, 115), (0, 255)]
+    rows = []
+    for i, (l, r) in enumerate(pairs):
+        save(halves(l, r), tmp_path / f"h{i}.png")
+        rows.append({"image": f"h{i}.png", "labels": "ivory" if l > r else "", "split": "test"})
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "labels", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "rep"
+    rc = cli_main(["evaluate", "--model", str(model), "--data", str(manifest), "--split", "test", "--output", str(out),
+                   "--robustness", "mirror,jpeg"])
+    assert rc == EXIT_OK
+    report = json.loads((out / "report.json").read_text())
+    rob = report["robustness"]
+    assert rob["schema_version"] == SCHEMA_VERSION and rob["n_images"] == 4 and list(rob["edits"]) == ["mirror", "jpeg"]
+    assert rob["edits"]["mirror"]["per_class"]["ivory"]["flips"] == 3  # every lopsided photo flips when mirrored
+    assert "## Under a seller's benign edits" in (out / "report.md").read_text()

@@ -66,7 +66,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     try:
         report = evaluate_model(model, Path(args.data), Path(args.output), split=args.split,
-                                slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers)
+                                slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers,
+                                robustness=args.robustness.split(",") if args.robustness else None)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -104,4 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "column with 2-20 distinct values")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="images per onnxruntime call")
     p.add_argument("--workers", "-j", type=int, default=2, help="decoding threads")
+    p.add_argument("--robustness", nargs="?", const="all", default=None, metavar="EDITS",
+                   help="also measure how scores and flags move under a seller's benign edits on the same photos "
+                        "(comma-separated edit names, or all when given alone: mirror, crop, translate, jpeg, "
+                        "resize, overlay; see `wildlife-vision robustness`); stored as the report's robustness "
+                        "block, which the model card shows. About 7x the scoring time")
     p.set_defaults(func=run_evaluate)

@@ -186,6 +186,10 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {value or '(empty)'} | {g['n_images']} | {_fmt(g['macro']['ap'])} | "
                          + " | ".join(cells) + " |")
     lines += operating.to_markdown(report)
+    if report.get("robustness"):
+        from .robustness import to_markdown as robustness_markdown
+
+        lines += ["", "## Under a seller's benign edits", "", robustness_markdown(report["robustness"])]
     lines += ["", "![PR curves](pr_curves.png)", "", "![Confusion](confusion.png)", "",
               "![Reliability](reliability.png)", ""]
     if report.get("predictions"):
@@ -409,13 +413,14 @@ def checkpoint_scorer():
 
 
 def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = "val",
-                   slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2
-                   ) -> Dict[str, Any]:
+                   slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2,
+                   robustness: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Evaluate a model on one split of a manifest and write the report folder.
 
     ``model_path`` is an exported ``.onnx`` file (scored through ``wildlife_vision.load_model``, with its own
     thresholds) or a training run folder / ``.pt`` checkpoint (scored with torch, thresholds from the run's
-    calibration.json).
+    calibration.json). ``robustness``: edit names (:mod:`.robustness`; ``["all"]`` for every edit) to measure on
+    the same photos; the result goes into ``report["robustness"]`` (ONNX models only).
     """
     model_path = Path(model_path)
     is_checkpoint = model_path.is_dir() or model_path.suffix == ".pt"
@@ -451,6 +456,15 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
     y = targets_for(kept, labels)
     info.update({"manifest": str(manifest), "manifest_sha256": m.sha256, "split": split, "skipped_images": len(failures)})
     report = build_report(y, scores, labels, thresholds, kept, cols, info, review_bands=bands)
+    if robustness:
+        if is_checkpoint:
+            raise ValueError("--robustness measures an exported ONNX model; export the run first")
+        from .robustness import measure_robustness
+
+        report["robustness"] = measure_robustness(
+            model, [s.path for s in kept], edits=list(robustness), batch_size=batch_size, workers=workers,
+            progress=True, groups=[s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(kept)]
+            if any(GROUP_COLUMN in s.extra for s in kept) else None, info={"split": split})
     write_report(report, y, scores, output, kept, failures)
     return report
 
