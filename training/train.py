@@ -215,7 +215,8 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     if not (run_dir / "best.pt").exists():
         raise TrainingError("no checkpoint was saved: no validation image could be scored")
     result = finalize(run_dir, run.cfg, run.val_samples, run.device, run.channels_last, run.eval_cfg)
-    result.images_per_sec = float(np.mean(progress.ips_history)) if progress.ips_history else 0.0
+    ips = _ips_from_metrics(metrics_path) or progress.ips_history  # all epochs, also of a resumed run
+    result.images_per_sec = float(np.mean(ips)) if ips else 0.0
     result.skipped_images = progress.skipped
     result.stopped_early = progress.stopped_early
     log.info("run finished in %.1f s", time.time() - t_start)
@@ -468,6 +469,15 @@ def _should_stop(cfg: TrainConfig, progress: _Progress, epoch: int) -> bool:
     return bool(cfg.optim.patience and progress.bad_epochs >= cfg.optim.patience and epoch + 1 < cfg.optim.epochs)
 
 
+def _ips_from_metrics(path: Path) -> List[float]:
+    """Training images/s of every epoch recorded in metrics.jsonl."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return [float(r["train_images_per_sec"]) for r in rows if r.get("train_images_per_sec")]
+
+
 def finalize(run_dir: Path, cfg: TrainConfig, val_samples: Sequence[Sample], device: torch.device,
              channels_last: bool, eval_cfg: Optional[PreprocessConfig] = None) -> RunResult:
     """Evaluate best.pt on the validation split, calibrate thresholds, write calibration.json and eval/.
@@ -515,7 +525,8 @@ def format_summary(result: RunResult) -> str:
     lines = [f"run folder: {result.run_dir}",
              f"best epoch {result.best_epoch}: val macro-AP {r['macro']['ap']:.4f}" if r["macro"]["ap"] is not None
              else f"best epoch {result.best_epoch}",
-             f"training throughput: {result.images_per_sec:.1f} images/s (mean over epochs)"]
+             f"training throughput: {result.images_per_sec:.1f} images/s (mean over epochs)" if result.images_per_sec
+             else "training throughput: not recorded"]
     if result.skipped_images:
         lines.append(f"unreadable training images skipped: {result.skipped_images}")
     if result.stopped_early:
