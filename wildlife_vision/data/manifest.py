@@ -198,6 +198,7 @@ def targets_for(samples: Sequence[Sample], labels: Sequence[str]) -> np.ndarray:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (manifests; the ``model_sha256`` that `evaluate` records and `model-card` checks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -15,14 +15,13 @@ known failure modes, retraining.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from wildlife_vision.data.manifest import read_manifest_table  # the one manifest parser
+from wildlife_vision.data.manifest import file_sha256, read_manifest_table  # the one manifest parser
 from wildlife_vision.evaluation.card_sections import (ROBUSTNESS_SCHEMA, DataCard, accuracy, gate_failed,
                                                       parse_data_card, render_card, split_name, weights_origin)
 
@@ -63,15 +62,6 @@ def render(meta: Dict[str, Any], report: Dict[str, Any], sources: Optional[List[
 
 
 # ---- inputs, each checked against the model ----------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    """sha256 of the file's bytes (as `wildlife-vision evaluate` records it in ``model_sha256``)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def check_report(report: Mapping[str, Any], meta: Mapping[str, Any], sha: str, flag: str, path: str) -> None:
     """ValueError unless ``report`` was made for this model file (its ``model_sha256``), with its labels and
