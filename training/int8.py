@@ -367,7 +367,7 @@ def write_int8(fp32_path: Path, int8_path: Path, meta: ModelMetadata, samples: S
     from wildlife_vision.data.manifest import targets_for
     from wildlife_vision.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices
     from wildlife_vision.evaluation.calibrate import calibrate
-    from wildlife_vision.evaluation.evaluate import GROUP_COLUMN, build_report, score_onnx, summary
+    from wildlife_vision.evaluation.evaluate import build_report, group_ids, score_onnx, summary
 
     resamples = DEFAULT_RESAMPLES if resamples is None else resamples
     if calib_images is not None:
@@ -398,8 +398,7 @@ def write_int8(fp32_path: Path, int8_path: Path, meta: ModelMetadata, samples: S
         thresholds, bands, calibration = calibrate(y, int8_scores, labels, target, value, review_recall, split)
         calibration.update({"scores": "this INT8 model's own", "fp32_thresholds": dict(meta.thresholds),
                             "fp32_review_bands": {k: list(v) for k, v in meta.review_bands.items()}})
-        groups = ([s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(kept)]
-                  if any(GROUP_COLUMN in s.extra for s in kept) else None)
+        groups = group_ids(kept)
         draws = resample_indices(len(kept), groups, resamples) if resamples else []
         verdict = gate(y, fp32_scores, int8_scores, labels, meta.thresholds, thresholds, target, value, limits,
                        draws, split)

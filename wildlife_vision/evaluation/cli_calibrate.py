@@ -99,7 +99,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    from .evaluate import GROUP_COLUMN, score_onnx, select_split
+    from .evaluate import group_ids, score_onnx, select_split
 
     try:
         samples = select_split(manifest.samples, args.split)
@@ -116,8 +116,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import operating_points
 
     y = targets_for(kept, model.labels)
-    groups = ([s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(kept)]
-              if any(GROUP_COLUMN in s.extra for s in kept) else None)
+    groups = group_ids(kept)
     quiet = logging.getLogger("wildlife_vision.evaluation.calibrate")  # its warnings are in result["messages"]
     level = quiet.level
     quiet.setLevel(logging.ERROR)

@@ -46,7 +46,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     from ..data.manifest import ManifestError, atomic_write_text, read_manifest
     from ..errors import ModelLoadError
     from ..model import load_model
-    from .evaluate import GROUP_COLUMN, select_split
+    from .evaluate import group_ids, select_split
     from .robustness import measure_robustness, resolve_edits, to_markdown
 
     try:
@@ -72,8 +72,7 @@ def run_robustness(args: argparse.Namespace) -> int:
         # a seeded sample of the split (in manifest order), not its first rows: manifests are often sorted by source
         keep = np.sort(np.random.default_rng(args.seed).choice(n_split, size=args.limit, replace=False))
         samples = [samples[int(i)] for i in keep]
-    groups = ([s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(samples)]
-              if GROUP_COLUMN in manifest.columns else None)
+    groups = group_ids(samples)
     info = {"model": str(args.model), "model_name": model.name, "model_version": model.version,
             "manifest": str(args.data), "manifest_sha256": manifest.sha256, "split": args.split,
             "split_size": n_split, "limit": args.limit}

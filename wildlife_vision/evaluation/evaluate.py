@@ -53,6 +53,14 @@ def default_slice_columns(samples: Sequence[Sample], columns: Sequence[str]) -> 
 GROUP_COLUMN = "group"
 
 
+def group_ids(samples: Sequence[Sample]) -> Optional[List[str]]:
+    """The bootstrap unit of each sample: its manifest ``group`` (a photo without one is a group of its own), or
+    None when the manifest has no ``group`` column (then photos are resampled)."""
+    if not any(GROUP_COLUMN in s.extra for s in samples):
+        return None
+    return [s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(samples)]
+
+
 def with_intervals(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str],
                    thresholds: Mapping[str, float], groups: Optional[Sequence[str]], resamples: int,
                    seed: int = 0) -> Dict[str, Any]:
@@ -85,8 +93,7 @@ def build_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], 
     """
     y_true = np.asarray(y_true).reshape(len(samples), len(labels))
     scores = np.asarray(scores).reshape(len(samples), len(labels))
-    group_of = ([s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(samples)]
-                if any(GROUP_COLUMN in s.extra for s in samples) else None)
+    group_of = group_ids(samples)
     overall = with_intervals(multilabel_report(y_true, scores, labels, thresholds), y_true, scores, labels,
                              thresholds, group_of, resamples)
     operating.add_operating_figures(overall, y_true, scores, labels, thresholds, review_bands, group_of, resamples)
@@ -463,8 +470,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
 
         report["robustness"] = measure_robustness(
             model, [s.path for s in kept], edits=list(robustness), batch_size=batch_size, workers=workers,
-            progress=True, groups=[s.extra.get(GROUP_COLUMN) or f"row{i}" for i, s in enumerate(kept)]
-            if any(GROUP_COLUMN in s.extra for s in kept) else None, info={"split": split})
+            progress=True, groups=group_ids(kept), info={"split": split})
     write_report(report, y, scores, output, kept, failures)
     return report
 
