@@ -77,6 +77,7 @@ class TrainStep:
                  consistency: float = 0.0):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.consistency = float(consistency)
+        self.last_consistency = 0.0  # the last step's Jensen-Shannon term (0 without twins)
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.grad_clip, self.ema, self.mixer, self.global_step = grad_clip, ema, mixer, global_step
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")

@@ -394,7 +394,7 @@ def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
             raise FloatingPointError(f"{e} at epoch {epoch + 1}; lower --lr (now {cfg.optim.lr}) or check the "
                                      "data") from None
         loss_sum += loss * len(batch.images)
-        js_sum += getattr(run.step, "last_consistency", 0.0) * len(batch.images)
+        js_sum += run.step.last_consistency * len(batch.images)
         seen += len(batch.images)
         bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{run.step.lr:.2e}")
         steps_done += 1
