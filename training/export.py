@@ -1,7 +1,8 @@
 """Export a training run to one self-describing ONNX file, check it against torch, optionally quantise to INT8.
 
 The graph takes ``pixel_values`` (N, 3, H, W) float32 — only the batch axis is dynamic — and returns ``scores``
-(N, labels; sigmoid probabilities) and ``embedding`` (N, D; pooled pre-logits features). The file's
+(N, labels; sigmoid probabilities), ``embedding`` (N, D; pooled pre-logits features) and, for heatmaps, ``cam``
+(N, labels, h, w; the class activation maps, added last by :mod:`wildlife_vision_train.heatmap`). The file's
 ``metadata_props["wildlife_vision"]`` holds :class:`wildlife_vision.metadata.ModelMetadata` JSON: labels,
 thresholds, review bands, preprocessing, backbone, training provenance (manifest and config hashes), the
 validation summary, the package version and the creation time.
@@ -64,6 +65,7 @@ class ExportResult:
     int8: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     removed: List[Path] = field(default_factory=list)   # stale files of an earlier export, removed (--overwrite)
+    heatmaps: Dict[str, Any] = field(default_factory=dict)  # per written file: was the 'cam' output added
 
     @property
     def int8_gate(self) -> Optional[Dict[str, Any]]:
@@ -111,6 +113,28 @@ def _with_metadata(onnx_bytes: bytes, meta: ModelMetadata):
     model.doc_string = f"{meta.name} {meta.model_version}: {', '.join(meta.labels)} ({meta.backbone})"
     onnx.checker.check_model(model)
     return model
+
+
+def add_heatmaps(paths: Sequence[Path]) -> Dict[str, Any]:
+    """Add the class-activation-map output (:mod:`wildlife_vision_train.heatmap`) to each written model file, after
+    its checks and the INT8 quantisation (so neither sees the extra node); scores are checked to be unchanged.
+    A graph whose head is not pooling + linear keeps its file as it is (logged; ``Model.explain`` then says so)."""
+    from wildlife_vision.data.manifest import atomic_write_bytes
+    from wildlife_vision_train.heatmap import HeatmapExportError, check_unchanged, with_heatmaps
+
+    done: Dict[str, Any] = {}
+    for path in paths:
+        before = Path(path).read_bytes()
+        try:
+            after = with_heatmaps(before)
+            change = check_unchanged(before, after)
+        except HeatmapExportError as e:
+            log.warning("%s gets no heatmap output: %s", path, e)
+            done[Path(path).name] = {"added": False, "why": str(e)}
+            continue
+        atomic_write_bytes(Path(path), after)
+        done[Path(path).name] = {"added": True, "output": "cam", "max_score_change": change}
+    return done
 
 
 def _preprocess_samples(samples: Sequence[Sample], cfg: PreprocessConfig, limit: int
@@ -296,9 +320,11 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
             int8_path.unlink()
             result.removed.append(int8_path)
 
+    result.heatmaps = add_heatmaps([output] + ([result.int8_path] if result.int8_path else []))
     result.seconds = time.time() - t0
     record = {"schema_version": EXPORT_RECORD_SCHEMA, "model": str(output), "created": created, "check": check,
-              "int8_model": str(result.int8_path or ""), "int8": result.int8, "seconds": round(result.seconds, 2)}
+              "int8_model": str(result.int8_path or ""), "int8": result.int8, "heatmaps": result.heatmaps,
+              "seconds": round(result.seconds, 2)}
     atomic_write_text(output.with_name(output.stem + ".export.json"), json.dumps(record, indent=2))
     return result
 

@@ -42,6 +42,8 @@ class ModelMetadata:
     calibration: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: the class-activation-map output, when the graph has one: {"output": "cam", "method": "cam", ...}
+    heatmap: Mapping[str, Any] = field(default_factory=dict)
     package_version: str = ""
     created: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -55,6 +57,9 @@ class ModelMetadata:
         d["calibration"] = dict(self.calibration)
         d["training"] = dict(self.training)
         d["metrics"] = dict(self.metrics)
+        d["heatmap"] = dict(self.heatmap)
+        if not d["heatmap"]:  # files without the output keep the metadata they always had
+            del d["heatmap"]
         return d
 
     def to_json(self) -> str:
@@ -113,7 +118,7 @@ class ModelMetadata:
                 if not isinstance(data[key], str):
                     raise MetadataError(f"'{key}' must be a string")
                 kwargs[key] = data[key]
-        for key in ("calibration", "training", "metrics"):
+        for key in ("calibration", "training", "metrics", "heatmap"):
             if key in data:
                 if not isinstance(data[key], dict):
                     raise MetadataError(f"'{key}' must be a JSON object")

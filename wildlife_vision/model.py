@@ -25,7 +25,8 @@ from PIL import Image
 from .errors import EmbeddingUnavailable, ImageDecodeError, MetadataError, ModelLoadError
 from .evaluation.probability import ScoreMap, ScoreMapError, score_maps
 from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
-from .preprocess import ImageInput, PreprocessConfig, preprocess
+from .explain import Explanation
+from .preprocess import ImageInput, PreprocessConfig, crop_box, load_image, normalize, resize_and_crop
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ PathLike = Union[str, os.PathLike]
 
 #: the name of the pooled-features output that `wildlife-vision export` adds beside the scores
 EMBEDDING_OUTPUT = "embedding"
+#: the class-activation-map output (labels x grid, logits) that `wildlife-vision export` adds for heatmaps
+HEATMAP_OUTPUT = "cam"
 
 #: Python types accepted as one input.
 INPUT_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
@@ -181,6 +184,8 @@ def _unsupported(item: Any, where: str = "") -> str:
 
 
 _Error = Optional[Tuple[str, str]]  # (message, kind) or None
+#: what decoding one input gives the loop: its error (or None), the upright photo's size, a reduced copy of it
+_Prepared = Tuple[_Error, Optional[Tuple[int, int]], Optional[Image.Image]]
 
 
 class Model:
@@ -293,6 +298,8 @@ class Model:
                                  f"{shape[2]}x{shape[3]}; the file is inconsistent, re-export it")
         names = [o.name for o in outputs]
         self._output_names: List[str] = names
+        wanted = str(meta.heatmap.get("output", "")) if meta.heatmap else ""
+        self._heatmap_output: Optional[str] = wanted if wanted and wanted in names else None
         self._output_name = meta.output_name if meta.output_name in names else names[0]
         out_shape = next(o.shape for o in outputs if o.name == self._output_name)
         width = out_shape[-1] if out_shape else None
@@ -324,33 +331,53 @@ class Model:
         """True when the model file has an ``embedding`` output (models from `wildlife-vision export` do)."""
         return EMBEDDING_OUTPUT in self._output_names
 
+    @property
+    def has_heatmaps(self) -> bool:
+        """True when the model file has the class-activation-map output that :meth:`explain` reads."""
+        return self._heatmap_output is not None
+
     def run_batch(self, batch: np.ndarray, output: Optional[str] = None) -> np.ndarray:
         """Run the network on an already preprocessed (N, 3, H, W) float32 batch.
 
         Returns the (N, labels) scores, or with ``output="embedding"`` that output, one flattened row per image.
         """
-        name = self._output_name if output is None else output
-        if name not in self._output_names:
-            raise ModelLoadError(f"{self.path} has no output {name!r} (its outputs: {self._output_names})")
-        if self.uses_io_binding:
-            out = self._run_io_binding(batch, name)
-        else:
-            out = self.session.run([name], {self._input_name: batch})[0]
-        if name == self._output_name:
-            if out.ndim != 2 or out.shape != (batch.shape[0], len(self.labels)):
-                raise ModelLoadError(f"model returned scores of shape {out.shape}, expected ({batch.shape[0]}, "
-                                     f"{len(self.labels)})")
-            return out
-        if out.ndim < 1 or out.shape[0] != batch.shape[0]:
-            raise ModelLoadError(f"model returned {name!r} of shape {out.shape} for a batch of {batch.shape[0]}")
-        return out.reshape(out.shape[0], -1)
+        return self.run_outputs(batch, [output])[0]
 
-    def _run_io_binding(self, batch: np.ndarray, name: str) -> np.ndarray:
+    def run_outputs(self, batch: np.ndarray, outputs: Sequence[Optional[str]]) -> List[np.ndarray]:
+        """Several outputs of one run (None: the scores); ``cam`` keeps its (N, labels, h, w) shape, the others are
+        flattened to one row per image as in :meth:`run_batch`."""
+        names = [self._output_name if o is None else o for o in outputs]
+        for name in names:
+            if name not in self._output_names:
+                raise ModelLoadError(f"{self.path} has no output {name!r} (its outputs: {self._output_names})")
+        if self.uses_io_binding:
+            outs = self._run_io_binding(batch, names)
+        else:
+            outs = self.session.run(names, {self._input_name: batch})
+        result = []
+        for name, out in zip(names, outs):
+            if name == self._output_name:
+                if out.ndim != 2 or out.shape != (batch.shape[0], len(self.labels)):
+                    raise ModelLoadError(f"model returned scores of shape {out.shape}, expected ({batch.shape[0]}, "
+                                         f"{len(self.labels)})")
+            elif out.ndim < 1 or out.shape[0] != batch.shape[0]:
+                raise ModelLoadError(f"model returned {name!r} of shape {out.shape} for a batch of {batch.shape[0]}")
+            elif name == self._heatmap_output:
+                if out.ndim != 4 or out.shape[1] != len(self.labels):
+                    raise ModelLoadError(f"model returned heatmaps of shape {out.shape}, expected (N, "
+                                         f"{len(self.labels)}, h, w)")
+            else:
+                out = out.reshape(out.shape[0], -1)
+            result.append(out)
+        return result
+
+    def _run_io_binding(self, batch: np.ndarray, names: Sequence[str]) -> List[np.ndarray]:
         binding = self.session.io_binding()
         binding.bind_cpu_input(self._input_name, np.ascontiguousarray(batch, dtype=np.float32))
-        binding.bind_output(name, "cpu")
+        for name in names:
+            binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return list(binding.copy_outputs_to_cpu())
 
     def _embedding(self, name: str, row: np.ndarray) -> Embedding:
         if not np.all(np.isfinite(row)):
@@ -442,8 +469,51 @@ class Model:
                 f"second output named '{EMBEDDING_OUTPUT}'")
         return self._stream(items, batch_size, workers, names, EMBEDDING_OUTPUT)
 
+    def explain(self, x: Union[ImageInput, Iterable[ImageInput]], label: Union[None, str, Sequence[str]] = None,
+                batch_size: Optional[int] = None, workers: int = 1,
+                keep_photo: int = 0) -> Union[Explanation, List[Explanation]]:
+        """Heatmaps: where in each photo the model found ``label`` (a label, a list of them, or None: every label).
+
+        Returns an :class:`~wildlife_vision.explain.Explanation` for one input (a list for a list, same order),
+        computed in the same pass as the scores: ``.prediction`` is what :meth:`predict` returns, ``.maps[label]``
+        a float32 map in [0, 1] with the **upright photo's** height and width (EXIF orientation applied, the resize
+        and centre crop undone; 0 outside what the model saw), ``.cam[label]`` the raw logit grid. ``keep_photo``
+        > 0 keeps a copy of the upright photo, at most that many pixels on its longer side, as ``.photo`` (for
+        overlays, without decoding again). Inputs that fail carry the error, as in :meth:`predict`.
+
+        Raises :class:`~wildlife_vision.errors.ModelLoadError` when the model file has no heatmap output (files
+        exported before heatmaps: add it with ``wildlife-vision heatmaps MODEL.onnx --output NEW.onnx``, or
+        re-export), ``KeyError`` for a label the model does not have.
+        """
+        single = _is_single(x)
+        items = [x] if single else list(x)  # type: ignore[arg-type]
+        for i, item in enumerate(items):
+            if not isinstance(item, INPUT_TYPES):
+                raise TypeError(_unsupported(item, "" if single else f" at position {i}"))
+        names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
+        results = list(self.explain_iter(items, label=label, batch_size=batch_size, workers=workers, names=names,
+                                         keep_photo=keep_photo))
+        return results[0] if single else results
+
+    def explain_iter(self, items: Iterable[ImageInput], label: Union[None, str, Sequence[str]] = None,
+                     batch_size: Optional[int] = None, workers: int = 1, names: Optional[Iterable[str]] = None,
+                     keep_photo: int = 0) -> Iterator[Explanation]:
+        """Stream :class:`~wildlife_vision.explain.Explanation` results, in order, as :meth:`predict_iter` does
+        predictions (one per input, never raising because of one input)."""
+        if self._heatmap_output is None:
+            raise ModelLoadError(
+                f"{self.path} has no heatmap output (its outputs: {self._output_names}): it was exported before "
+                "heatmaps existed. Add it with `wildlife-vision heatmaps MODEL.onnx --output NEW.onnx` (the "
+                "[train] extra; scores stay the same) or re-export the run with `wildlife-vision export`")
+        wanted = list(self.labels) if label is None else [label] if isinstance(label, str) else list(label)
+        unknown = [lab for lab in wanted if lab not in self.labels]
+        if unknown:
+            raise KeyError(f"unknown label(s) {unknown}; the model's labels are {list(self.labels)}")
+        return self._stream(items, batch_size, workers, names, self._heatmap_output, labels=tuple(wanted),
+                            keep_photo=int(keep_photo or 0))
+
     def _stream(self, items: Iterable[Any], batch_size: Optional[int], workers: int, names: Optional[Iterable[str]],
-                output: Optional[str]) -> Iterator[Any]:
+                output: Optional[str], labels: Tuple[str, ...] = (), keep_photo: int = 0) -> Iterator[Any]:
         """The one decode -> batch -> session loop: one result per input, in order (see :meth:`_score`)."""
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
@@ -452,25 +522,27 @@ class Model:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         chunks = _chunks(items, names, bs)
+        prepare = functools.partial(self._prepare, keep_photo=keep_photo)
+        score = functools.partial(self._score, output=output, labels=labels)
         if workers == 1:
             for chunk in chunks:
                 batch = self._empty_batch(len(chunk))
-                errors = [self._prepare_one(item, batch[i]) for i, (_, item) in enumerate(chunk)]
-                yield from self._score(chunk, batch, errors, output)
+                prepared = [prepare(item, batch[i]) for i, (_, item) in enumerate(chunk)]
+                yield from score(chunk, batch, prepared)
             return
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wildlife-vision-decode")
         pending: Deque[Tuple[List[Tuple[str, Any]], np.ndarray, List[Future]]] = deque()
         try:
             for chunk in chunks:
                 batch = self._empty_batch(len(chunk))
-                futures = [pool.submit(self._prepare_one, item, batch[i]) for i, (_, item) in enumerate(chunk)]
+                futures = [pool.submit(prepare, item, batch[i]) for i, (_, item) in enumerate(chunk)]
                 pending.append((chunk, batch, futures))
                 if len(pending) > 1:  # keep one batch decoding while the previous one is scored
                     done_chunk, done_batch, done_futures = pending.popleft()
-                    yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures], output)
+                    yield from score(done_chunk, done_batch, [f.result() for f in done_futures])
             while pending:
                 done_chunk, done_batch, done_futures = pending.popleft()
-                yield from self._score(done_chunk, done_batch, [f.result() for f in done_futures], output)
+                yield from score(done_chunk, done_batch, [f.result() for f in done_futures])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -479,26 +551,50 @@ class Model:
         return np.empty((n, 3, h, w), dtype=np.float32)
 
     def _prepare_one(self, item: Any, out: np.ndarray) -> _Error:
+        """Decode and preprocess one input into ``out`` (a row of a batch); the error, or None."""
+        return self._prepare(item, out)[0]
+
+    def _prepare(self, item: Any, out: np.ndarray, keep_photo: int = 0) -> _Prepared:
+        """:meth:`_prepare_one`, also giving the upright photo's size and, with ``keep_photo``, a reduced copy."""
         if not isinstance(item, INPUT_TYPES):
-            return _unsupported(item), "unsupported_type"
+            return (_unsupported(item), "unsupported_type"), None, None
+        cfg = self.metadata.preprocess
         try:
-            preprocess(item, self.metadata.preprocess, out=out)
-            return None
+            img = load_image(item, cfg)
+            size = img.size
+            photo = None
+            if keep_photo > 0:
+                photo = img.copy()
+                photo.thumbnail((keep_photo, keep_photo), Image.BILINEAR)
+            rgb = np.asarray(resize_and_crop(img, cfg), dtype=np.uint8)
+            normalize(rgb, cfg, out=out)
+            return None, size, photo
         except ImageDecodeError as e:
-            return str(e), e.kind or "corrupt"
+            return (str(e), e.kind or "corrupt"), None, None
         except MemoryError:
-            return "not enough memory to decode this image", "too_large"
+            return ("not enough memory to decode this image", "too_large"), None, None
         except Exception as e:  # noqa: BLE001 - one input must never stop the others
             log.exception("unexpected error while preprocessing an input")
-            return (f"internal error while preprocessing ({type(e).__name__}: {e}); please report it with this "
-                    "input", "internal_error")
+            return ((f"internal error while preprocessing ({type(e).__name__}: {e}); please report it with this "
+                     "input", "internal_error"), None, None)
 
-    def _score(self, chunk: Sequence[Tuple[str, Any]], batch: np.ndarray, errors: List[_Error],
-               output: Optional[str] = None) -> Iterator[Any]:
+    def _score(self, chunk: Sequence[Tuple[str, Any]], batch: np.ndarray, prepared: List[_Prepared],
+               output: Optional[str] = None, labels: Tuple[str, ...] = ()) -> Iterator[Any]:
         """Run ``output`` (None: the scores) on the decoded inputs of one batch; yield one result per input:
-        a :class:`Prediction` for the scores, an :class:`Embedding` for the ``embedding`` output."""
+        a :class:`Prediction` for the scores, an :class:`Embedding` for the ``embedding`` output, an
+        :class:`~wildlife_vision.explain.Explanation` (scores and heatmaps of one run) for the heatmap output."""
+        errors = [p[0] for p in prepared]
         if output is None:
             run, make, failed = self.run_batch, self._result, Prediction
+        elif output == self._heatmap_output:
+            def run(b: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
+                return list(zip(*self.run_outputs(b, [None, output])))
+
+            def make(name: str, row: Tuple[np.ndarray, np.ndarray], i: int) -> Explanation:
+                return self._explanation(name, row, prepared[i], labels)
+
+            def failed(input: str, error: str, error_kind: str) -> Explanation:
+                return Explanation(input=input, prediction=Prediction(input=input, error=error, error_kind=error_kind))
         else:
             run, make, failed = functools.partial(self.run_batch, output=output), self._embedding, Embedding
         good = [i for i, e in enumerate(errors) if e is None]
@@ -520,8 +616,25 @@ class Model:
             err = errors[i]
             if err is not None:
                 yield failed(input=name, error=err[0], error_kind=err[1])
+            elif output is not None and output == self._heatmap_output:
+                yield make(name, rows[i], i)
             else:
                 yield make(name, rows[i])
+
+    def _explanation(self, name: str, row: Tuple[np.ndarray, np.ndarray], prepared: _Prepared,
+                     labels: Tuple[str, ...]) -> Explanation:
+        scores, cam = row
+        pred = self._result(name, scores)
+        if not pred.ok:
+            return Explanation(input=name, prediction=pred)
+        if not np.all(np.isfinite(cam)):
+            return Explanation(input=name, prediction=Prediction(
+                input=name, error="the model returned a non-finite heatmap for this input; the model file may be "
+                                  "broken", error_kind="inference_failed"))
+        size = prepared[1] or (0, 0)
+        grids = {lab: np.array(cam[self.labels.index(lab)], dtype=np.float32) for lab in labels}
+        return Explanation(input=name, prediction=pred, cam=grids, size=size,
+                           crop_box=crop_box(size, self.metadata.preprocess), photo=prepared[2])
 
 
 def _chunks(items: Iterable[Any], names: Optional[Iterable[str]], bs: int) -> Iterator[List[Tuple[str, Any]]]:
@@ -562,5 +675,5 @@ def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str
                  batch_size=batch_size, draft=draft)
 
 
-__all__ = ["Model", "Prediction", "Embedding", "EMBEDDING_OUTPUT", "load_model", "default_model_path", "available_providers", "METADATA_KEY",
+__all__ = ["Model", "Prediction", "Embedding", "Explanation", "EMBEDDING_OUTPUT", "HEATMAP_OUTPUT", "load_model", "default_model_path", "available_providers", "METADATA_KEY",
            "GPU_PROVIDERS", "PROVIDER_ALIASES"]

@@ -473,6 +473,23 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     return img.resize((out_w, out_h), INTERPOLATIONS[cfg.interpolation], box=box)
 
 
+def crop_box(size: Tuple[int, int], cfg: PreprocessConfig) -> Tuple[float, float, float, float]:
+    """The region ``(left, top, right, bottom)`` of an upright image of ``size`` (width, height) that
+    :func:`resize_and_crop` turns into the model's input, in that image's pixel coordinates (fractional).
+
+    What the model sees maps back onto the photo through this box: a heatmap over the input crop covers exactly
+    this box of the photo, and nothing outside it was seen.
+    """
+    out_h, out_w = cfg.input_size
+    w, h = size
+    target_w, target_h = _target_for((w, h), cfg)
+    target_w, target_h = max(target_w, out_w), max(target_h, out_h)
+    left = _crop_offset(target_w, out_w, cfg.geometry)
+    top = _crop_offset(target_h, out_h, cfg.geometry)
+    sx, sy = w / target_w, h / target_h
+    return (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
+
+
 def normalize(rgb: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
     """HWC uint8 RGB -> CHW float32, scaled and normalised; writes into ``out`` when given."""
     scale = (1.0 / (255.0 * np.asarray(cfg.std, dtype=np.float32))).reshape(3, 1, 1)
@@ -503,5 +520,5 @@ def preprocess_batch(sources: Sequence[ImageInput], cfg: PreprocessConfig) -> np
     return batch
 
 
-__all__ = ["PreprocessConfig", "load_image", "resize_and_crop", "normalize", "preprocess", "preprocess_batch",
+__all__ = ["PreprocessConfig", "load_image", "resize_and_crop", "crop_box", "normalize", "preprocess", "preprocess_batch",
            "MAX_IMAGE_PIXELS", "MAX_FILE_BYTES", "INTERPOLATIONS", "ImageInput", "ImageDecodeError"]

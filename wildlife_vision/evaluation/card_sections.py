@@ -499,6 +499,23 @@ def robustness(labels: Sequence[str], rob: Optional[Mapping[str, Any]], origin: 
     return out + [""]
 
 
+def heatmaps(meta: Mapping[str, Any], report: Mapping[str, Any]) -> List[str]:
+    """Whether the file explains its scores, and how faithful its heatmaps are (the report's deletion test)."""
+    out = ["## Heatmaps and their faithfulness", ""]
+    if not meta.get("heatmap"):
+        return out + ["*This file has no heatmap output (`Model.explain` refuses it): it was exported before "
+                      "heatmaps; `wildlife-vision heatmaps MODEL.onnx --output NEW.onnx` adds one.*", ""]
+    out += ["`Model.explain` and `predict --explain DIR` give each label's class activation map over the upright "
+            "photo, computed in the same pass as the scores (the `cam` output: the classifier's weights over the "
+            "last feature map; its spatial mean is the label's logit).", ""]
+    faith = report.get("faithfulness")
+    if not faith:
+        return out + ["*Left out: no deletion test in the report (`wildlife-vision evaluate --faithfulness`).*", ""]
+    from .faithfulness import to_markdown as faithfulness_markdown
+
+    return out + [faithfulness_markdown(faith), ""]
+
+
 def training_data(labels: Sequence[str], sources: Optional[Sequence[Mapping[str, Any]]],
                   card: Optional[DataCard]) -> List[str]:
     out = ["## Training data and licences", ""]
@@ -567,6 +584,7 @@ def render_card(meta: Mapping[str, Any], report: Mapping[str, Any], *, sources=N
     out = (header(meta, report, model_file, data_card) + uses(labels, data_card) + classes(labels, report)
            + metrics(labels, report, baseline) + operating_points(meta, report, int8) + base_rates(labels, report)
            + negative_sources(labels, report) + robustness(labels, robustness_block, robustness_origin)
+           + heatmaps(meta, report)
            + training_data(labels, sources, data_card) + failure_modes(labels, data_card) + retrain(meta, reproduce))
     return "\n".join(out)
 

@@ -67,7 +67,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate_model(model, Path(args.data), Path(args.output), split=args.split,
                                 slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers,
-                                robustness=args.robustness.split(",") if args.robustness else None)
+                                robustness=args.robustness.split(",") if args.robustness else None,
+                                faithfulness=args.faithfulness)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -110,4 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(comma-separated edit names, or all when given alone: mirror, crop, translate, jpeg, "
                         "resize, overlay; see `wildlife-vision robustness`); stored as the report's robustness "
                         "block, which the model card shows. About 7x the scoring time")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also test the heatmaps (models with a heatmap output): on each flagged photo, hide the "
+                        "hottest quarter of the model's view and random quarters, and compare the score drops; "
+                        "stored as the report's faithfulness block, which the model card shows")
     p.set_defaults(func=run_evaluate)

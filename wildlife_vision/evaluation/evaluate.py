@@ -193,6 +193,10 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {value or '(empty)'} | {g['n_images']} | {_fmt(g['macro']['ap'])} | "
                          + " | ".join(cells) + " |")
     lines += operating.to_markdown(report)
+    if report.get("faithfulness"):
+        from .faithfulness import to_markdown as faithfulness_markdown
+
+        lines += ["", "## Heatmaps: the deletion test", "", faithfulness_markdown(report["faithfulness"])]
     if report.get("robustness"):
         from .robustness import to_markdown as robustness_markdown
 
@@ -421,13 +425,14 @@ def checkpoint_scorer():
 
 def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = "val",
                    slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2,
-                   robustness: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                   robustness: Optional[Sequence[str]] = None, faithfulness: bool = False) -> Dict[str, Any]:
     """Evaluate a model on one split of a manifest and write the report folder.
 
     ``model_path`` is an exported ``.onnx`` file (scored through ``wildlife_vision.load_model``, with its own
     thresholds) or a training run folder / ``.pt`` checkpoint (scored with torch, thresholds from the run's
     calibration.json). ``robustness``: edit names (:mod:`.robustness`; ``["all"]`` for every edit) to measure on
-    the same photos; the result goes into ``report["robustness"]`` (ONNX models only).
+    the same photos; the result goes into ``report["robustness"]`` (ONNX models only). ``faithfulness``: run the
+    heatmaps' deletion test (:mod:`.faithfulness`) on the photos the model flags; ``report["faithfulness"]``.
     """
     model_path = Path(model_path)
     is_checkpoint = model_path.is_dir() or model_path.suffix == ".pt"
@@ -471,6 +476,13 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
         report["robustness"] = measure_robustness(
             model, [s.path for s in kept], edits=list(robustness), batch_size=batch_size, workers=workers,
             progress=True, groups=group_ids(kept), info={"split": split})
+    if faithfulness:
+        if is_checkpoint:
+            raise ValueError("--faithfulness tests an exported ONNX model's heatmaps; export the run first")
+        from .faithfulness import deletion_test
+
+        report["faithfulness"] = deletion_test(model, [s.path for s in kept], batch_size=batch_size, workers=workers,
+                                               groups=group_ids(kept), progress=True, info={"split": split})
     write_report(report, y, scores, output, kept, failures)
     return report
 
