@@ -343,12 +343,3 @@ def test_non_finite_embeddings_are_an_error(emb_model, photos, monkeypatch):
     (res,) = emb_model.embed([photos[0]])
     assert res.error_kind == "inference_failed" and "non-finite" in res.error
 
-
-def test_embed_through_io_binding_matches_plain_run(emb_model, photos, monkeypatch):
-    """The IO-binding path (CUDA) binds the requested output; checked here with onnxruntime's CPU IO binding."""
-    plain = np.stack([r.vector for r in emb_model.embed(photos[:4])])
-    scores = emb_model.predict(photos[0]).scores
-    monkeypatch.setattr(model_mod, "IO_BINDING_PROVIDERS", ("CPUExecutionProvider",))
-    assert emb_model.uses_io_binding
-    np.testing.assert_array_equal(np.stack([r.vector for r in emb_model.embed(photos[:4])]), plain)
-    assert emb_model.predict(photos[0]).scores == scores

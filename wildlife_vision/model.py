@@ -39,9 +39,6 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
                     "directml": "DmlExecutionProvider", "rocm": "ROCMExecutionProvider",
                     "openvino": "OpenVINOExecutionProvider"}
 
-#: providers for which run_batch uses IO binding (input copied to the device once, only the scores fetched)
-IO_BINDING_PROVIDERS = ("CUDAExecutionProvider",)
-
 PathLike = Union[str, os.PathLike]
 
 #: the name of the pooled-features output that `wildlife-vision export` adds beside the scores
@@ -152,10 +149,12 @@ def _choose_providers(requested: Optional[Sequence[str]]) -> List[str]:
                          f"(short names: {', '.join(sorted(PROVIDER_ALIASES))})")
     out = [p for p in out if p not in unknown]
     if gpu_missing:
+        from .onnxruntime_builds import missing_provider_hint
+
         warnings.warn(
-            f"requested execution provider(s) {gpu_missing} are not available in this onnxruntime "
-            f"(available: {available}); falling back to {out[0] if out else 'CPUExecutionProvider'}. For GPUs "
-            "install `wildlife-vision[gpu]` (onnxruntime-gpu) with a matching CUDA.", RuntimeWarning, stacklevel=4)
+            f"requested execution provider(s) {gpu_missing} are not available in this onnxruntime; falling back to "
+            f"{out[0] if out else 'CPUExecutionProvider'}: {missing_provider_hint(gpu_missing, available)}",
+            RuntimeWarning, stacklevel=4)
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
     return out
@@ -321,12 +320,6 @@ class Model:
 
     # ---- scoring -----------------------------------------------------------------------------
     @property
-    def uses_io_binding(self) -> bool:
-        """True when :meth:`run_batch` goes through onnxruntime IO binding (CUDA): the batch is copied to the
-        device once and only the scores come back (the embedding output stays on the device)."""
-        return self.provider in IO_BINDING_PROVIDERS
-
-    @property
     def has_embedding(self) -> bool:
         """True when the model file has an ``embedding`` output (models from `wildlife-vision export` do)."""
         return EMBEDDING_OUTPUT in self._output_names
@@ -350,10 +343,9 @@ class Model:
         for name in names:
             if name not in self._output_names:
                 raise ModelLoadError(f"{self.path} has no output {name!r} (its outputs: {self._output_names})")
-        if self.uses_io_binding:
-            outs = self._run_io_binding(batch, names)
-        else:
-            outs = self.session.run(names, {self._input_name: batch})
+        # a plain run on every provider: onnxruntime copies the batch to the device and only the requested outputs
+        # back (an IO binding with host buffers did the same copies; see docs/gpu.md)
+        outs = self.session.run(names, {self._input_name: batch})
         result = []
         for name, out in zip(names, outs):
             if name == self._output_name:
@@ -370,14 +362,6 @@ class Model:
                 out = out.reshape(out.shape[0], -1)
             result.append(out)
         return result
-
-    def _run_io_binding(self, batch: np.ndarray, names: Sequence[str]) -> List[np.ndarray]:
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(self._input_name, np.ascontiguousarray(batch, dtype=np.float32))
-        for name in names:
-            binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
-        return list(binding.copy_outputs_to_cpu())
 
     def _embedding(self, name: str, row: np.ndarray) -> Embedding:
         if not np.all(np.isfinite(row)):
