@@ -185,3 +185,33 @@ def test_heatmap_module_cli_adds_the_output(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "scores unchanged" in r.stdout
     assert wv.load_model(out).has_heatmaps
+
+
+def test_evaluate_faithfulness_and_the_page_with_mistake_heatmaps(tmp_path):
+    """`evaluate --faithfulness` on a heatmap model: the report's deletion test, report.md's section, and
+    report.html with the most confident mistakes' heatmaps written beside it."""
+    from wildlife_vision.cli import main
+
+    model = red_detector(tmp_path / "red.onnx")
+    rows = ["image,labels,split"]
+    rng = np.random.default_rng(2)
+    for i in range(16):
+        img = np.full((48, 64, 3), 120, dtype=np.uint8)
+        red = i % 2 == 0
+        if red or i % 5 == 0:  # some unlabelled photos are red too: confident false positives
+            y, x = rng.integers(4, 24, 2)
+            img[y:y + 18, x:x + 18] = (235, 15, 15)
+        Image.fromarray(img).save(tmp_path / f"p{i}.png")
+        rows.append(f"p{i}.png,{'ivory' if red else ''},test")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "m.csv"), "--split", "test",
+                 "--faithfulness", "--workers", "1", "--output", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    faith = report["faithfulness"]["labels"]["ivory"]
+    assert faith["n_flagged"] >= 6 and 0.0 <= faith["win_rate"] <= 1.0
+    assert "deletion test" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    overlays = sorted((out / "heatmaps").glob("*.jpg"))
+    assert overlays, "the most confident mistakes got heatmaps"
+    assert page.count("data:image/jpeg;base64") >= 2 and "http://" not in page.replace("http://www.w3.org", "")

@@ -13,8 +13,12 @@ over the photo for people.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -143,4 +147,41 @@ def overlay(photo: Image.Image, heat: np.ndarray, alpha: float = 0.55) -> Image.
     return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8), mode="RGB")
 
 
-__all__ = ["Explanation", "overlay", "colorize", "grid_to_photo", "normalized_grid"]
+#: longer side of the overlay images `predict --explain` writes
+OVERLAY_SIDE = 768
+
+
+def overlay_name(input_name: str, label: str) -> str:
+    """The overlay's file name for one input and label: a readable stem and a hash of the whole input name, so
+    that names are stable across runs (``--resume``) and never collide or leave the folder."""
+    digest = hashlib.sha1(input_name.encode("utf-8", errors="surrogateescape")).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(input_name).stem)[:40].strip("._") or "input"
+    safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+    return f"{stem}-{digest}.{safe_label}.jpg"
+
+
+def write_overlays(ex: Explanation, folder: Union[str, os.PathLike], labels: Iterable[str],
+                   max_side: int = OVERLAY_SIDE) -> Dict[str, str]:
+    """Write a JPEG overlay of each of ``labels``' heatmaps over the photo into ``folder``; return {label: path}.
+
+    Uses the explanation's kept photo (``keep_photo``); an explanation without one is refused (ValueError)."""
+    if ex.photo is None:
+        raise ValueError("the explanation kept no photo; call explain(..., keep_photo=N)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = ex.photo
+    if max(photo.size) > max_side:
+        photo = photo.copy()
+        photo.thumbnail((max_side, max_side), Image.BILINEAR)
+    out: Dict[str, str] = {}
+    for label in labels:
+        heat = grid_to_photo(normalized_grid(ex.cam[label]), ex.size, ex.crop_box, photo.size)
+        path = folder / overlay_name(ex.input, label)
+        tmp = path.with_name(path.name + ".tmp")
+        overlay(photo, heat).save(tmp, "JPEG", quality=85)
+        os.replace(tmp, path)
+        out[label] = os.fspath(path)
+    return out
+
+
+__all__ = ["Explanation", "overlay", "write_overlays", "overlay_name", "OVERLAY_SIDE", "colorize", "grid_to_photo", "normalized_grid"]

@@ -33,9 +33,13 @@ def format_for(path: Union[str, os.PathLike]) -> Optional[str]:
     return _EXTENSIONS.get(os.path.splitext(os.fspath(path))[1].lower())
 
 
-def prediction_record(pred: Prediction, model_name: str, model_version: str) -> Dict[str, Any]:
-    """The versioned record for one prediction (the JSONL object, keys in :data:`JSONL_FIELDS` order)."""
-    return {
+def prediction_record(pred: Prediction, model_name: str, model_version: str,
+                      heatmaps: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The versioned record for one prediction (the JSONL object, keys in :data:`JSONL_FIELDS` order).
+
+    ``heatmaps`` ({label: overlay image path}, from ``predict --explain``) adds the optional key ``heatmaps``
+    after ``scores``: ``{}`` for a row that was explained but needed no overlay (neither flagged nor in review)."""
+    rec = {
         "schema": RECORD_SCHEMA,
         "input": pred.input,
         "error": _one_line(pred.error) if pred.error is not None else None,
@@ -46,16 +50,21 @@ def prediction_record(pred: Prediction, model_name: str, model_version: str) -> 
         "model": model_name,
         "model_version": model_version,
     }
+    if heatmaps is not None:
+        rec = {**{k: rec[k] for k in JSONL_FIELDS[:7]}, "heatmaps": dict(heatmaps),
+               **{k: rec[k] for k in JSONL_FIELDS[7:]}}
+    return rec
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def csv_header(labels: Sequence[str]) -> List[str]:
-    """CSV columns: input, error, error_kind, flagged, review, score_<label> per label, model, model_version, schema."""
+def csv_header(labels: Sequence[str], heatmaps: bool = False) -> List[str]:
+    """CSV columns: input, error, error_kind, flagged, review, score_<label> per label, model, model_version, schema,
+    and with ``heatmaps`` (``predict --explain``) a last column ``heatmaps``: ``label=path`` pairs joined by ``;``."""
     return ["input", "error", "error_kind", "flagged", "review", *[f"score_{lab}" for lab in labels], "model",
-            "model_version", "schema"]
+            "model_version", "schema", *(["heatmaps"] if heatmaps else [])]
 
 
 def csv_escape_input(text: str) -> str:
@@ -68,13 +77,15 @@ def csv_escape_input(text: str) -> str:
 class RecordEncoder:
     """Turns predictions into complete output lines (bytes) for one format, model and label set."""
 
-    def __init__(self, fmt: str, labels: Sequence[str], model_name: str, model_version: str):
+    def __init__(self, fmt: str, labels: Sequence[str], model_name: str, model_version: str,
+                 heatmaps: bool = False):
         if fmt not in FORMATS:
             raise ValueError(f"unknown output format {fmt!r}; use one of {FORMATS}")
         self.fmt = fmt
         self.labels = list(labels)
         self.model_name = model_name
         self.model_version = model_version
+        self.heatmaps = bool(heatmaps)  # rows carry the overlay paths of `predict --explain`
 
     def key(self, input_name: str) -> str:
         """The value of the ``input`` field this input gets in the file (what ``--resume`` matches on)."""
@@ -87,10 +98,12 @@ class RecordEncoder:
         return self.model_name, self.model_version
 
     def header(self) -> bytes:
-        return _csv_line(csv_header(self.labels)) if self.fmt == "csv" else b""
+        return _csv_line(csv_header(self.labels, self.heatmaps)) if self.fmt == "csv" else b""
 
-    def encode(self, pred: Prediction) -> bytes:
-        rec = prediction_record(pred, self.model_name, self.model_version)
+    def encode(self, pred: Prediction, heatmaps: Optional[Dict[str, str]] = None) -> bytes:
+        """One complete output line; ``heatmaps`` ({label: path}) when the encoder writes heatmap paths."""
+        rec = prediction_record(pred, self.model_name, self.model_version,
+                                (heatmaps or {}) if self.heatmaps else None)
         if self.fmt == "jsonl":
             text = json.dumps(rec, ensure_ascii=False, allow_nan=False)
             try:
@@ -101,6 +114,8 @@ class RecordEncoder:
         row = [csv_escape_input(rec["input"]), rec["error"] or "", rec["error_kind"] or "", ";".join(rec["flagged"]),
                ";".join(rec["review"]), *[repr(scores[lab]) if lab in scores else "" for lab in self.labels],
                _one_line(self.model_name), _one_line(self.model_version), RECORD_SCHEMA]
+        if self.heatmaps:
+            row.append(";".join(f"{lab}={csv_escape_input(path)}" for lab, path in rec["heatmaps"].items()))
         return _csv_line(row)
 
 
@@ -174,8 +189,10 @@ class OutputFormatError(ValueError):
     """An existing output file cannot be resumed (not our format, other columns, a damaged line)."""
 
 
-def read_existing(path: Union[str, os.PathLike], fmt: str, labels: Sequence[str]) -> ExistingOutput:
-    """Read an output file for ``--resume``: the inputs it has, and where its last complete line ends."""
+def read_existing(path: Union[str, os.PathLike], fmt: str, labels: Sequence[str],
+                  heatmaps: bool = False) -> ExistingOutput:
+    """Read an output file for ``--resume``: the inputs it has, and where its last complete line ends.
+    ``heatmaps``: the run writes the ``heatmaps`` CSV column (``predict --explain``)."""
     with open(path, "rb") as f:
         data = f.read()
     out = ExistingOutput()
@@ -205,7 +222,7 @@ def read_existing(path: Union[str, os.PathLike], fmt: str, labels: Sequence[str]
     if header is None:
         return out
     out.has_header = True
-    expected = csv_header(labels)
+    expected = csv_header(labels, heatmaps)
     if header != expected:
         raise OutputFormatError(f"{os.fspath(path)} has columns {header}, but this model writes {expected}; use "
                                 "another --output, the same --model, or --overwrite")

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -352,13 +353,15 @@ def plot_errors(errors: Mapping[str, Mapping[str, List[int]]], scores: np.ndarra
 
 def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray, out_dir: Path,
                  samples: Optional[Sequence[Sample]] = None,
-                 failures: Sequence[Tuple[Sample, str]] = ()) -> Path:
-    """Write report.json, report.md, pr_curves.png, confusion.png and reliability.png into ``out_dir``, and with
-    ``samples`` (one per row of ``scores``) predictions.csv (with a row, and its error, for each of ``failures``
-    too) and errors.png (``report`` then gains the keys ``predictions`` and ``most_confident_errors``); returns
-    report.json's path."""
+                 failures: Sequence[Tuple[Sample, str]] = (), model: Any = None) -> Path:
+    """Write report.json, report.md, report.html (the review page), pr_curves.png, confusion.png and
+    reliability.png into ``out_dir``, and with ``samples`` (one per row of ``scores``) predictions.csv (with a row,
+    and its error, for each of ``failures`` too) and errors.png (``report`` then gains the keys ``predictions`` and
+    ``most_confident_errors``); returns report.json's path. ``model``: the loaded ONNX model, whose heatmaps of
+    the most confident mistakes (when it has them) go into ``heatmaps/`` and onto the page."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    errors: Dict[str, Dict[str, List[int]]] = {}
     if samples is not None:
         labels, thresholds = list(report["labels"]), report["thresholds"]
         write_predictions(y_true, scores, labels, thresholds, samples, out_dir / "predictions.csv", failures)
@@ -374,7 +377,38 @@ def write_report(report: Dict[str, Any], y_true: np.ndarray, scores: np.ndarray,
     plot_reliability(y_true, scores, report["labels"], out_dir / "reliability.png",
                      title=f"Reliability on {report.get('split') or 'this sample'} "
                            f"({report['n_images']} photos, 15 equal-width score bins)")
+    _write_page(report, y_true, scores, out_dir, samples, errors, model)
     return out_dir / "report.json"
+
+
+def _write_page(report: Mapping[str, Any], y_true: np.ndarray, scores: np.ndarray, out_dir: Path,
+                samples: Optional[Sequence[Sample]], errors: Mapping[str, Mapping[str, List[int]]], model: Any) -> None:
+    """report.html: the report as a review page, with the most confident mistakes (and their heatmaps)."""
+    from .evaluation_page import pr_curve_points, write_evaluation_page
+
+    labels = list(report["labels"])
+    heat: Dict[Tuple[int, str], str] = {}
+    if samples is not None and model is not None and getattr(model, "has_heatmaps", False):
+        from ..explain import write_overlays
+
+        wanted: Dict[int, List[str]] = {}
+        for lab, kinds in errors.items():
+            for idx in kinds.values():
+                for i in idx:
+                    wanted.setdefault(i, []).append(lab)
+        order = sorted(wanted)
+        for i, ex in zip(order, model.explain_iter([samples[i].path for i in order], keep_photo=512,
+                                                   names=[samples[i].image for i in order])):
+            if ex.ok:
+                for lab, path in write_overlays(ex, out_dir / "heatmaps", wanted[i], max_side=512).items():
+                    heat[(i, lab)] = os.path.relpath(path, out_dir)
+    mistakes = [{"input": str(samples[i].path), "name": samples[i].image, "label": lab,
+                 "truth": int(kind == "false_negatives"), "score": float(scores[i, labels.index(lab)]),
+                 "heatmap": str(out_dir / heat[(i, lab)]) if (i, lab) in heat else None}
+                for lab, kinds in errors.items() for kind, idx in kinds.items() for i in idx] if samples else []
+    write_evaluation_page(report, out_dir / "report.html", mistakes,
+                          plots={"confusion": out_dir / "confusion.png", "reliability": out_dir / "reliability.png"},
+                          pr_curves=pr_curve_points(y_true, scores, labels))
 
 
 def select_split(samples: Sequence[Sample], split: str) -> List[Sample]:
@@ -483,7 +517,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
 
         report["faithfulness"] = deletion_test(model, [s.path for s in kept], batch_size=batch_size, workers=workers,
                                                groups=group_ids(kept), progress=True, info={"split": split})
-    write_report(report, y, scores, output, kept, failures)
+    write_report(report, y, scores, output, kept, failures, model=None if is_checkpoint else model)
     return report
 
 

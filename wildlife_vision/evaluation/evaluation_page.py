@@ -148,15 +148,20 @@ def confusion_tables(report: Mapping[str, Any]) -> str:
     return "<div class=\"wv-plots\">" + "".join(out) + "</div>"
 
 
+def _n(value: Any, spec: str = ",") -> str:
+    """A number for a table cell; "–" when the report has none (e.g. no positives in the sample)."""
+    return "–" if value is None else format(value, spec)
+
+
 def base_rate_table(report: Mapping[str, Any]) -> str:
     rows = []
     for lab, m in (report.get("per_class") or {}).items():
         for b in m.get("base_rates") or []:
             pm = b.get("per_million") or {}
-            rows.append(f"<tr><td>{esc(lab)}</td><td class=\"num\">{b.get('prevalence', 0):g}</td>"
+            rows.append(f"<tr><td>{esc(lab)}</td><td class=\"num\">{_n(b.get('prevalence'), 'g')}</td>"
                         f"<td class=\"num\">{_ci(b.get('precision'), b.get('precision_ci95'))}</td>"
-                        f"<td class=\"num\">{pm.get('flagged', 0):,}</td><td class=\"num\">{pm.get('true', 0):,}</td>"
-                        f"<td class=\"num\">{pm.get('false', 0):,}</td></tr>")
+                        f"<td class=\"num\">{_n(pm.get('flagged'))}</td><td class=\"num\">{_n(pm.get('true'))}</td>"
+                        f"<td class=\"num\">{_n(pm.get('false'))}</td></tr>")
     if not rows:
         return ""
     return ("<h2>At a platform's base rate</h2><table id=\"wv-baserates\"><tr><th>label</th>"
