@@ -208,10 +208,11 @@ def test_export_graph_and_metadata(exported, run_dir):
     assert inp.name == "pixel_values"
     dims = inp.type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
-    assert [o.name for o in proto.graph.output] == ["scores", "embedding"]
+    assert [o.name for o in proto.graph.output] == ["scores", "embedding", "cam"]
     for out in proto.graph.output:
         d = out.type.tensor_type.shape.dim
         assert d[0].dim_param and d[1].dim_value > 0
+    assert [d.dim_value for d in proto.graph.output[2].type.tensor_type.shape.dim][1] == 2  # cam: (N, labels, h, w)
     meta = ModelMetadata.from_json({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
     assert meta.labels == ("ivory", "live_animal") and meta.name == "synthetic" and meta.model_version == "0.1.0"
     assert meta.backbone == "test_efficientnet" and meta.package_version and meta.created
@@ -223,6 +224,10 @@ def test_export_graph_and_metadata(exported, run_dir):
     assert exported.check["passed"] and max(exported.check["max_abs_diff"].values()) <= 1e-4
     model = load_model(exported.path)
     assert model.labels == ("ivory", "live_animal")
+    assert model.has_heatmaps and meta.heatmap["output"] == "cam"  # export adds the heatmap output
+    assert exported.heatmaps[exported.path.name]["added"] and exported.heatmaps[exported.path.name]["max_score_change"] == 0
+    if exported.int8_path:
+        assert load_model(exported.int8_path).has_heatmaps
 
 
 def test_numpy_preprocessing_and_exported_model_agree(exported, run_dir, synth):

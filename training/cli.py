@@ -43,9 +43,12 @@ examples:
   wildlife-vision train --data manifest.csv --epochs 1 --max-train-images 300 --output /tmp/run_quick
   # continue an interrupted run (or extend it with a larger --epochs)
   wildlife-vision train --resume --output runs/lite0
+  # 2 processes under torchrun (DDP; gloo on CPU, nccl with one GPU per process); --batch-size is the global
+  # batch, each process takes batch/N (see docs/distributed-training.md)
+  torchrun --standalone --nproc_per_node 2 -m wildlife_vision train --data manifest.csv -b 64 --output runs/ddp
 
-run folder: config.yaml, metrics.jsonl (per epoch, incl. train images/s), train.log, last.pt, best.pt,
-calibration.json, eval/ (report.json, report.md, pr_curves.png, confusion.png).
+run folder: config.yaml (incl. run.world_size), metrics.jsonl (per epoch, incl. train images/s and
+world_size), train.log, last.pt, best.pt, calibration.json, eval/ (report.json, report.md, pr_curves.png, confusion.png).
 next: wildlife-vision export RUN_DIR --output model.onnx
 """
 
@@ -71,9 +74,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "With --resume on a finished run: re-evaluate and re-calibrate best.pt at this size")
     g.add_argument("--test-crop-pct", type=float, default=None,
                    help="centre-crop fraction at --test-image-size (default: --crop-pct)")
-    g.add_argument("--batch-size", "-b", type=int, default=_D.data.batch_size, help="images per step")
+    g.add_argument("--batch-size", "-b", type=int, default=_D.data.batch_size,
+                   help="images per optimisation step, over all processes: under torchrun each of N processes "
+                        "takes batch/N (it must divide)")
     g.add_argument("--workers", "-j", type=int, default=min(2, os.cpu_count() or 1),
-                   help="DataLoader worker processes for decoding and augmentation (0 = in the main process)")
+                   help="DataLoader worker processes for decoding and augmentation (0 = in the main process; "
+                        "per process under torchrun)")
     g.add_argument("--val-fraction", type=float, default=_D.data.val_fraction,
                    help="share of images held out for validation when the manifest has no split column or no "
                         "val rows (deterministic by image path)")
@@ -214,6 +220,7 @@ def run_train(args: argparse.Namespace) -> int:
     require_extra("train", "torch", "timm", "albumentations", "yaml", "tqdm", "matplotlib")
     from wildlife_vision.data.manifest import ManifestError
     from wildlife_vision_train.backbones import UnsafeWeightsError, WeightsNotFoundError
+    from wildlife_vision_train.distributed import World
     from wildlife_vision_train.train import TrainingError, format_summary, train
 
     resume = None
@@ -236,7 +243,8 @@ def run_train(args: argparse.Namespace) -> int:
         return fail("train", str(e))
     except (FloatingPointError, TrainingError, OSError) as e:  # the run itself failed (diverged, disk full): 1
         return fail("train", str(e), EXIT_FAILURE)
-    print(format_summary(result))
+    if World.from_env().is_main:  # under torchrun the other processes return rank 0's result silently
+        print(format_summary(result))
     return EXIT_OK
 
 

@@ -180,10 +180,15 @@ class RunCfg:
     amp: Optional[bool] = None            # None = on for CUDA, off on CPU
     channels_last: Optional[bool] = None  # None = on for CPU
     keep_freed_memory: Optional[bool] = None  # None = on for CPU (see wildlife_vision_train.runtime)
+    # processes training together (torchrun's WORLD_SIZE; set by train, not a flag): recorded, not hashed, since
+    # --batch-size is the global batch and each process takes its share (wildlife_vision_train.distributed)
+    world_size: int = 1
 
     def validate(self) -> None:
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.world_size < 1:
+            raise ConfigError(f"world_size must be at least 1, got {self.world_size}")
 
 
 @dataclass(frozen=True)
@@ -227,11 +232,12 @@ class TrainConfig:
         return cls(**kwargs)
 
     def sha256(self) -> str:
-        """Hash of what determines the trained weights (output folder and worker count excluded)."""
+        """Hash of what determines the trained weights (output folder, worker and process counts excluded)."""
         d = self.to_dict()
         d["run"].pop("output", None)
         d["data"].pop("workers", None)
         d["run"].pop("keep_freed_memory", None)  # speed only
+        d["run"].pop("world_size", None)  # the same global batches over 1 or N processes (docs/distributed-training.md)
         d["data"].pop("test_image_size", None)  # evaluation only
         d["data"].pop("test_crop_pct", None)
         for key, default in (("mixup", 0.0), ("cutmix", 0.0), ("mixup_prob", 1.0), ("consistency", 0.0),

@@ -7,7 +7,8 @@ Training adds albumentations between decode and normalise. A photo that cannot b
 skipped (the loader's batches carry the count), so one corrupt file does not stop a run.
 
 Augmentation randomness is a function of (seed, epoch, sample index) only, so runs are reproducible whatever
-the number of workers and after ``--resume``.
+the number of workers and after ``--resume``; under torchrun, :class:`ShardedEpochSampler` gives each process its
+share of the same global batches, so the number of processes changes neither the batches nor their augmentation.
 """
 
 from __future__ import annotations
@@ -47,6 +48,37 @@ class EpochSampler(Sampler):
         seeds = rng.integers(0, 2 ** 31 - 1, size=self.n)
         for i in order:
             yield int(i), int(seeds[i])
+
+
+class ShardedEpochSampler(EpochSampler):
+    """One rank's share of :class:`EpochSampler`'s epoch, for ``world_size`` processes with a global batch.
+
+    Every rank draws the same (seed, epoch) order and takes every ``world_size``-th entry from ``rank`` on, so the
+    per-rank batches of step k (``global_batch / world_size`` entries each) are together exactly the global
+    batch k a single process draws, with the same per-photo augmentation seeds. ``drop_last`` (as the single
+    process): only whole global batches; otherwise the epoch is padded from its start to a whole number of
+    entries per rank, so every rank takes the same number of steps.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int, world_size: int, global_batch: int, drop_last: bool,
+                 shuffle: bool = True):
+        super().__init__(n, seed, shuffle)
+        if not 0 <= rank < world_size or global_batch % world_size:
+            raise ValueError(f"rank {rank} of {world_size} with a global batch of {global_batch}")
+        self.rank, self.world_size, self.global_batch = int(rank), int(world_size), int(global_batch)
+        if drop_last and n >= global_batch:
+            self.total = n // global_batch * global_batch
+        else:
+            self.total = -(-n // world_size) * world_size if n else 0
+
+    def __len__(self) -> int:
+        return self.total // self.world_size
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        epoch = list(super().__iter__())
+        if self.total > len(epoch):  # pad from the start (as torch's DistributedSampler does)
+            epoch += (epoch * (-(-self.total // max(1, len(epoch)))))[: self.total - len(epoch)]
+        return iter(epoch[self.rank: self.total: self.world_size])
 
 
 class ImageDataset(Dataset):

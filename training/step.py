@@ -69,6 +69,8 @@ class TrainStep:
     ``amp_dtype``: autocast dtype (``torch.float16`` on CUDA trains through a gradient scaler; ``torch.bfloat16``
     needs none), or None for float32. ``mixer``: a :class:`~wildlife_vision_train.mixing.BatchMixer` or None.
     ``global_step`` counts the steps taken (the EMA's warmup follows it); set it when resuming.
+    ``model`` may be wrapped in DistributedDataParallel (training under torchrun): the step is the same, DDP
+    averages the gradients over the processes during ``backward``, and the EMA follows the wrapped module.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -81,6 +83,13 @@ class TrainStep:
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.grad_clip, self.ema, self.mixer, self.global_step = grad_clip, ema, mixer, global_step
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+
+    @property
+    def module(self) -> nn.Module:
+        """The model itself, without a DistributedDataParallel wrapper."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
     @property
     def lr(self) -> float:
@@ -126,5 +135,5 @@ class TrainStep:
         self.scheduler.step()
         self.global_step += 1
         if self.ema is not None:
-            self.ema.update(self.model, step=self.global_step)
+            self.ema.update(self.module, step=self.global_step)
         return value

@@ -6,6 +6,9 @@
 for ``--resume``), ``best.pt`` (best validation macro-AP), ``calibration.json`` (thresholds and review bands)
 and ``eval/`` (the validation report of the best checkpoint). Checkpoints hold only tensors and plain data, so
 they load with ``torch.load(..., weights_only=True)``.
+
+Under torchrun every process runs :func:`train`; the gradients are averaged by DistributedDataParallel, and rank 0
+alone writes the run folder, validates and evaluates (:mod:`wildlife_vision_train.distributed`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from wildlife_vision_train.backbones import PretrainedInfo, create_backbone, ini
 from wildlife_vision_train.checkpoint import (CHECKPOINT_FORMAT, build_model_from_checkpoint, load_checkpoint, predict,
                                                save_checkpoint, unscored)
 from wildlife_vision_train.config import ConfigError, TrainConfig
-from wildlife_vision_train.data import EpochSampler, ImageDataset, make_loader
+from wildlife_vision_train.data import EpochSampler, ImageDataset, ShardedEpochSampler, make_loader
+from wildlife_vision_train.distributed import (World, epoch_seed, per_rank_batch, quiet_unless_main,
+                                               resolve_rank_device, session, wrap)
 from wildlife_vision_train.losses import build_loss
 from wildlife_vision_train.mixing import BatchMixer
 from wildlife_vision_train.runtime import apply_keep_freed_memory
@@ -127,8 +132,10 @@ def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Opti
 
     A run folder that already holds a run is refused unless resuming or ``exist_ok`` (then it is overwritten).
     The device, the backbone name and the reachability of its pretrained weights are checked before the
-    manifest's photos are read.
+    manifest's photos are read. Started by torchrun (WORLD_SIZE > 1), each process trains its share of every
+    global batch and every process returns rank 0's result.
     """
+    world = World.from_env()
     ckpt: Optional[Dict[str, Any]] = None
     if resume is None and not exist_ok and (Path(cfg.run.output) / "last.pt").exists():
         raise FileExistsError(f"{cfg.run.output} already holds a training run; continue it with --resume, choose "
@@ -143,13 +150,22 @@ def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Opti
         for key in ("test_image_size", "test_crop_pct"):  # evaluation settings may change on resume
             if getattr(requested.data, key) is not None:
                 cfg = cfg.replace("data", **{key: getattr(requested.data, key)})
+    cfg = cfg.replace("run", world_size=world.world_size)
     cfg.validate()
-    resolve_device(cfg.run.device)
+    per_rank_batch(cfg.data.batch_size, world)
+    device = resolve_rank_device(resolve_device(cfg.run.device), world)
     preflight(cfg.model.name, "none" if ckpt is not None else cfg.model.pretrained)
     run_dir = Path(cfg.run.output)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _RunLog(run_dir / "train.log"):
-        return _train(cfg, run_dir, ckpt)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with session(world, device) as world, quiet_unless_main(world):
+        if not world.is_main:
+            return _train(cfg, run_dir, ckpt, world, device)
+        with _RunLog(run_dir / "train.log"):
+            if world.distributed:
+                log.info("distributed: %d processes (%s), global batch %d = %d per process", world.world_size,
+                         world.backend, cfg.data.batch_size, per_rank_batch(cfg.data.batch_size, world))
+            return _train(cfg, run_dir, ckpt, world, device)
 
 
 @dataclass
@@ -158,6 +174,7 @@ class _Run:
 
     cfg: TrainConfig
     run_dir: Path
+    world: World
     labels: Tuple[str, ...]
     val_samples: List[Sample]
     device: torch.device
@@ -173,6 +190,7 @@ class _Run:
     step: TrainStep
     schedule: WarmupCosine
     common: Dict[str, Any]            # the fields every checkpoint of this run carries
+    wrapped_frozen: Optional[bool] = None  # the frozen state step.model's DDP wrapper was built for
 
     @property
     def eval_model(self) -> nn.Module:
@@ -193,25 +211,31 @@ class _Progress:
     stopped_early: bool = False
 
 
-def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> RunResult:
+def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], world: World,
+           device: torch.device) -> RunResult:
     t_start = time.time()
-    run = _setup(cfg, run_dir, ckpt)
+    run = _setup(cfg, run_dir, ckpt, world, device)
     progress = _restore(run, ckpt) if ckpt is not None else _Progress()
     metrics_path = run_dir / "metrics.jsonl"
-    if ckpt is None and metrics_path.exists():
+    if world.is_main and ckpt is None and metrics_path.exists():
         metrics_path.unlink()
     for epoch in range(progress.start_epoch, run.cfg.optim.epochs):
         stats = _run_epoch(run, epoch)
-        progress.ips_history.append(stats["_ips"])
         progress.skipped += stats["train_skipped"]
-        val = _validate(run)
-        improved = _update_best(progress, val["metric"], epoch)
-        _save_checkpoints(run, progress, epoch, improved, val["val_macro_ap"])
-        _record_epoch(run, metrics_path, epoch, stats, val, improved)
-        if _should_stop(run.cfg, progress, epoch):
+        stop = False
+        if world.is_main:  # the other ranks wait in the broadcast below: rank 0 validates, saves and records
+            progress.ips_history.append(stats["_ips"])
+            val = _validate(run)
+            improved = _update_best(progress, val["metric"], epoch)
+            _save_checkpoints(run, progress, epoch, improved, val["val_macro_ap"])
+            _record_epoch(run, metrics_path, epoch, stats, val, improved)
+            stop = _should_stop(run.cfg, progress, epoch)
+        if world.broadcast(stop):
             log.info("early stopping: validation macro-AP has not improved for %d epoch(s)", progress.bad_epochs)
             progress.stopped_early = True
             break
+    if not world.is_main:
+        return world.broadcast(None)  # rank 0's result, once it has evaluated and calibrated
     if not (run_dir / "best.pt").exists():
         raise TrainingError("no checkpoint was saved: no validation image could be scored")
     result = finalize(run_dir, run.cfg, run.val_samples, run.device, run.channels_last, run.eval_cfg)
@@ -220,7 +244,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> R
     result.skipped_images = progress.skipped
     result.stopped_early = progress.stopped_early
     log.info("run finished in %.1f s", time.time() - t_start)
-    return result
+    return world.broadcast(result)
 
 
 # ---- setup -----------------------------------------------------------------------------------------------
@@ -253,9 +277,8 @@ def _read_samples(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]]):
     return cfg, manifest, train_samples, val_samples
 
 
-def _device_settings(cfg: TrainConfig) -> Tuple[torch.device, bool, bool]:
+def _device_settings(cfg: TrainConfig, device: torch.device) -> Tuple[torch.device, bool, bool]:
     """(device, float16 autocast, channels-last) from the run settings; CPU process settings applied."""
-    device = resolve_device(cfg.run.device)
     amp = bool(cfg.run.amp if cfg.run.amp is not None else device.type == "cuda") and device.type == "cuda"
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else device.type == "cpu")
     if device.type == "cuda":
@@ -289,12 +312,13 @@ def _build_model(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], train_samples
     return model, pre_info, pre_cfg, eval_cfg, cfg
 
 
-def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _Run:
+def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], world: World,
+           device: torch.device) -> _Run:
     """Read the data, build the model, loaders, loss, optimiser, schedule and training step; save config.yaml."""
-    seed_everything(cfg.run.seed)
+    seed_everything(cfg.run.seed)  # the same on every rank: the same initial model (DDP also broadcasts rank 0's)
     cfg, manifest, train_samples, val_samples = _read_samples(cfg, ckpt)
     labels = cfg.data.labels
-    device, amp, channels_last = _device_settings(cfg)
+    device, amp, channels_last = _device_settings(cfg, device)
     model, pre_info, pre_cfg, eval_cfg, cfg = _build_model(cfg, ckpt, train_samples)
     model.to(device)
     if channels_last:
@@ -309,9 +333,15 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _
         log.info("edit-consistency training: %.0f%% of each batch gets an edited twin, loss weight %g",
                  100 * twin_fraction, cfg.aug.consistency)
     val_ds = ImageDataset(val_samples, labels, eval_cfg)
-    sampler = EpochSampler(len(train_ds), cfg.run.seed, shuffle=True)
     drop_last = len(train_ds) > cfg.data.batch_size
-    train_loader = make_loader(train_ds, cfg.data.batch_size, cfg.data.workers, device, sampler, drop_last)
+    if world.distributed:  # this rank's share of the same global batches (whole batches only: drop_last is done)
+        sampler = ShardedEpochSampler(len(train_ds), cfg.run.seed, world.rank, world.world_size,
+                                      cfg.data.batch_size, drop_last)
+        train_loader = make_loader(train_ds, per_rank_batch(cfg.data.batch_size, world), cfg.data.workers, device,
+                                   sampler)
+    else:
+        sampler = EpochSampler(len(train_ds), cfg.run.seed, shuffle=True)
+        train_loader = make_loader(train_ds, cfg.data.batch_size, cfg.data.workers, device, sampler, drop_last)
     val_loader = make_loader(val_ds, cfg.data.batch_size, cfg.data.workers, device)
     steps_per_epoch = max(1, len(train_loader))
 
@@ -327,7 +357,8 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _
                      channels_last=channels_last, grad_clip=cfg.optim.grad_clip, ema=make_ema(model, cfg.optim),
                      mixer=mixer, consistency=cfg.aug.consistency)
 
-    cfg.save_yaml(run_dir / "config.yaml")
+    if world.is_main:
+        cfg.save_yaml(run_dir / "config.yaml")
     common = {
         "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "labels": list(labels),
         "preprocess": eval_cfg.to_dict(), "pretrained": pre_info.to_dict(), "package_version": __version__,
@@ -336,8 +367,8 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]]) -> _
                    "train_positives": label_counts(train_samples, labels),
                    "val_positives": label_counts(val_samples, labels)},
     }
-    return _Run(cfg=cfg, run_dir=run_dir, labels=labels, val_samples=val_samples, device=device, amp=amp,
-                channels_last=channels_last, eval_cfg=eval_cfg, model=model, val_ds=val_ds, sampler=sampler,
+    return _Run(cfg=cfg, run_dir=run_dir, world=world, labels=labels, val_samples=val_samples, device=device,
+                amp=amp, channels_last=channels_last, eval_cfg=eval_cfg, model=model, val_ds=val_ds, sampler=sampler,
                 train_loader=train_loader, val_loader=val_loader, loss_fn=loss_fn, step=step, schedule=schedule,
                 common=common)
 
@@ -370,23 +401,29 @@ def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
     """Train one epoch with :class:`TrainStep`; returns the epoch's training figures for metrics.jsonl."""
     from tqdm.auto import tqdm
 
-    cfg, epochs = run.cfg, run.cfg.optim.epochs
+    cfg, epochs, world = run.cfg, run.cfg.optim.epochs, run.world
     frozen = epoch < cfg.optim.freeze_epochs
     _set_frozen(run.model, frozen)
     if frozen:
         log.info("epoch %d: backbone frozen, training the classifier only", epoch + 1)
+    if world.distributed:
+        if run.wrapped_frozen is not frozen:  # DDP syncs the parameters that required grad when it was built
+            run.step.model = wrap(run.model, world, run.device)
+            run.wrapped_frozen = frozen
+        torch.manual_seed(epoch_seed(cfg.run.seed, epoch, world.rank))  # own dropout per rank, same on resume
     run.sampler.set_epoch(epoch)
     run.model.train()
     steps_per_epoch = max(1, len(run.train_loader))
     log_every = max(1, steps_per_epoch // 10)
     t0 = time.time()
     loss_sum, seen, skipped, data_wait, steps_done, js_sum = 0.0, 0, 0, 0.0, 0, 0.0
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+               disable=None if world.is_main else True)
     t_wait = time.time()
     for batch in bar:
         data_wait += time.time() - t_wait
         skipped += batch.skipped
-        if batch.images.numel() == 0:
+        if not world.all_true(batch.images.numel() > 0, run.device):  # every rank steps, or none does
             continue
         try:
             loss = run.step(batch.images, batch.targets, batch.twins, batch.twin_of)
@@ -403,13 +440,19 @@ def _run_epoch(run: _Run, epoch: int) -> Dict[str, Any]:
                      steps_per_epoch, loss_sum / max(seen, 1), seen / max(time.time() - t0, 1e-9))
         t_wait = time.time()
     train_time = time.time() - t0
+    if world.distributed:  # the epoch's figures over all ranks
+        loss_sum, seen, skipped, js_sum = world.sum([loss_sum, seen, skipped, js_sum], run.device)
+        seen, skipped = int(seen), int(skipped)
+        problem = world.out_of_sync(run.model, run.device)
+        if problem:
+            raise TrainingError(f"epoch {epoch + 1}: {problem}")
     ips = seen / train_time if train_time > 0 else 0.0
     if skipped:
         log.warning("epoch %d: skipped %d unreadable training image(s)", epoch + 1, skipped)
     extra = {"train_consistency_js": js_sum / max(seen, 1)} if run.cfg.aug.consistency > 0 else {}
     return {**extra, "frozen": frozen, "lr": run.step.lr, "train_loss": loss_sum / max(seen, 1), "train_images": seen,
             "train_skipped": skipped, "train_seconds": round(train_time, 2), "train_images_per_sec": round(ips, 2),
-            "data_wait_seconds": round(data_wait, 2), "_ips": ips}
+            "data_wait_seconds": round(data_wait, 2), "world_size": world.world_size, "_ips": ips}
 
 
 def _validate(run: _Run) -> Dict[str, Any]:
