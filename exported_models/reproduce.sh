@@ -22,14 +22,18 @@ wildlife-vision train --data $DATA --labels ivory live_animal --model tf_efficie
     --epochs 7 --freeze-epochs 1 --lr 4e-4 --image-size 224 --test-image-size 256 --workers 1 \
     --consistency 6 --consistency-fraction 0.5 --output $RUN --seed 42
 # fp32 + INT8; the INT8 model gets its own thresholds on val and is written only if it passes its gate
-# (AP drop <= 0.005, recall at matched precision within 0.03, precision >= target - 0.01, per label)
+# (AP drop <= 0.005, recall at matched precision within 0.03, precision >= target - 0.01, per label). Export then
+# adds the heatmap output 'cam' to both files (scores unchanged). 3.1.0 is 3.0.0's files with that output added by
+# `wildlife-vision heatmaps MODEL --output MODEL` and the version raised: the same network, the same scores.
 wildlife-vision export $RUN --output $OUT.onnx --int8 --int8-output $OUT.int8.onnx --name wildtrade-lite0 \
-    --version 3.0.0 --overwrite
+    --version 3.1.0 --overwrite
 for M in $OUT.onnx $OUT.int8.onnx; do
     [ -f "$M" ] || continue
     B=$(basename "$M" .onnx)
     ROB=(); [ "$M" = "$OUT.onnx" ] && ROB=(--robustness)   # the fp32 model: also under a seller's edits
+    # --faithfulness: the heatmaps' deletion test on the flagged test photos
     wildlife-vision evaluate --model "$M" --data $DATA --split test --slice-by source --slice-by kind "${ROB[@]}" \
+        --faithfulness \
         --workers 2 --output runs/$B-eval-test
     cp runs/$B-eval-test/report.json exported_models/$B.eval-test.json
 done
