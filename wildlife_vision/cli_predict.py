@@ -8,6 +8,7 @@ progress output is :mod:`wildlife_vision.progress`.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -47,6 +48,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--providers", nargs="+", metavar="P",
                    help="execution providers in order of preference, e.g. `--providers cuda cpu` "
                         "(default: CUDA when available, else CPU)")
+    eng = p.add_argument_group("engines and sharding", "see docs/batch.md")
+    eng.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local (default): this process; ray: Ray Data actors on a local Ray instance or a cluster, "
+                          "writing numbered JSONL part files into --output DIR/ (needs the [ray] extra)")
+    eng.add_argument("--shard", metavar="I/N",
+                     help="score only shard I of N (I is 0-based: 0 <= I < N), a fixed split by a hash of each "
+                          "input's path, for job arrays (Slurm, Kubernetes indexed jobs); every shard writes its "
+                          "own --output, and together they hold every input once")
+    eng.add_argument("--ray-address", metavar="ADDR",
+                     help="Ray cluster to run on (default: $RAY_ADDRESS, else a new local instance with this "
+                          "machine's CPUs)")
+    eng.add_argument("--ray-actors", type=int, metavar="N",
+                     help="number of actors, one model each (default: the cluster's CPUs divided by "
+                          "--ray-cpus-per-actor, or its GPUs divided by --ray-gpus-per-actor)")
+    eng.add_argument("--ray-cpus-per-actor", type=float, metavar="C",
+                     help="CPUs reserved per actor, also its onnxruntime and decoding threads (default 1)")
+    eng.add_argument("--ray-gpus-per-actor", type=float, metavar="G",
+                     help="GPUs per actor, e.g. 1 or 0.5, with --providers cuda (default 0)")
+    eng.add_argument("--rows-per-part", type=int, metavar="N",
+                     help="inputs per part file, the unit that --resume skips or redoes (default 1000; "
+                          "fixed for a job)")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=True,
                       help="show progress on stderr (the default): a bar on a terminal, else a line every 10 s")
@@ -87,6 +109,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .records import OutputFormatError, RecordEncoder, RecordWriter, format_for, read_existing
 
     # -- arguments ---------------------------------------------------------------------------------
+    shard = None
+    if getattr(args, "shard", None) is not None:
+        from .batch.shard import parse_shard
+
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            _err(str(e))
+            return EXIT_USAGE
+    if getattr(args, "engine", "local") == "ray":
+        return _cmd_predict_ray(args, shard)
+    ray_only = [f for f, v in (("--ray-address", "ray_address"), ("--ray-actors", "ray_actors"),
+                               ("--ray-cpus-per-actor", "ray_cpus_per_actor"),
+                               ("--ray-gpus-per-actor", "ray_gpus_per_actor"), ("--rows-per-part", "rows_per_part"))
+                if getattr(args, v, None) is not None]
+    if ray_only:
+        _err(f"{', '.join(ray_only)} only apply to --engine ray")
+        return EXIT_USAGE
     if args.batch_size < 1:
         _err(f"--batch-size must be at least 1, got {args.batch_size}")
         return EXIT_USAGE
@@ -128,6 +168,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     # -- inputs and what is already done ------------------------------------------------------------------
     inputs = expand_inputs(args.paths, recursive=args.recursive)
+    listed = len(inputs.paths)
+    if shard is not None:
+        inputs.paths = shard.select(inputs.paths)
     done: Set[str] = set()
     resumed_rows = 0
     need_header = fmt == "csv"
@@ -225,7 +268,184 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress.close()
     seconds = time.monotonic() - start
     if not getattr(args, "quiet", False) or status != EXIT_OK:
-        _print_summary(stats, seconds, model, inputs, already, resumed_rows, output, status)
+        notes = [f"shard:   {shard}: {len(inputs.paths)} of {listed} inputs"] if shard is not None else []
+        _print_summary(stats, seconds, model, inputs, already, resumed_rows, output, status, notes=notes)
+    return status
+
+
+# ---- predict --engine ray ----------------------------------------------------------------------------------
+
+def _ray_settings(args: argparse.Namespace, providers: Optional[List[str]]):
+    """RaySettings from the flags, or an error message."""
+    from .batch.ray_engine import RaySettings
+
+    cpus = 1.0 if args.ray_cpus_per_actor is None else args.ray_cpus_per_actor
+    gpus = 0.0 if args.ray_gpus_per_actor is None else args.ray_gpus_per_actor
+    if not cpus > 0:
+        return None, f"--ray-cpus-per-actor must be more than 0, got {args.ray_cpus_per_actor}"
+    if not gpus >= 0:
+        return None, f"--ray-gpus-per-actor must be 0 or more, got {args.ray_gpus_per_actor}"
+    if args.ray_actors is not None and args.ray_actors < 1:
+        return None, f"--ray-actors must be at least 1, got {args.ray_actors}"
+    if args.rows_per_part is not None and args.rows_per_part < 1:
+        return None, f"--rows-per-part must be at least 1, got {args.rows_per_part}"
+    if args.workers is not None and args.workers < 1:
+        return None, f"--workers must be at least 1, got {args.workers}"
+    return RaySettings(address=args.ray_address, actors=args.ray_actors, cpus_per_actor=cpus, gpus_per_actor=gpus,
+                       batch_size=args.batch_size, threads=args.threads or None, workers=args.workers,
+                       providers=providers, draft=args.draft), None
+
+
+def _ray_inputs(args: argparse.Namespace) -> Inputs:
+    """Local PATHs through :func:`expand_inputs`, URIs (s3://...) through pyarrow's filesystems."""
+    from .batch.uris import expand_uris, is_uri
+
+    local = [a for a in args.paths if not is_uri(a)]
+    inputs = expand_inputs(local, recursive=args.recursive)
+    uris = [a for a in args.paths if is_uri(a)]
+    if uris:
+        found, non_images, subfolders = expand_uris(uris, recursive=args.recursive)
+        seen = set(inputs.paths)
+        for key in found:
+            if key in seen:
+                inputs.duplicates += 1
+            else:
+                seen.add(key)
+                inputs.paths.append(key)
+        inputs.skipped_non_images += non_images
+        inputs.skipped_subfolders += subfolders
+    return inputs
+
+
+def _cmd_predict_ray(args: argparse.Namespace, shard: Any) -> int:
+    """`predict --engine ray --output DIR/`: the job folder, Ray, the part files and the summary."""
+    import json
+
+    from .batch.job import FolderLock, Job, JobError, prepare, write_part
+    from .batch.ray_engine import RayRun, RaySession, default_actors, require_ray
+    from .model import PROVIDER_ALIASES, Prediction
+    from .progress import Progress
+
+    # -- arguments ---------------------------------------------------------------------------------
+    if args.batch_size < 1:
+        _err(f"--batch-size must be at least 1, got {args.batch_size}")
+        return EXIT_USAGE
+    if args.threads < 0:
+        _err(f"--threads must be 0 (automatic) or more, got {args.threads}")
+        return EXIT_USAGE
+    if args.output is None:
+        _err("--engine ray needs --output DIR/: it writes numbered JSONL part files into that folder")
+        return EXIT_USAGE
+    if (args.format or "jsonl") != "jsonl":
+        _err("--engine ray writes JSONL part files; --format csv is for the local engine")
+        return EXIT_USAGE
+    if args.resume and args.overwrite:
+        _err("--resume and --overwrite contradict each other; pick one")
+        return EXIT_USAGE
+    providers = [p for item in args.providers for p in item.split(",") if p] if args.providers else None
+    known = set(PROVIDER_ALIASES) | set(PROVIDER_ALIASES.values()) | {"auto", "CPUExecutionProvider"}
+    unknown = [p for p in providers or [] if p not in known and p.lower() not in known]
+    if unknown:
+        _err(f"unknown execution provider(s) {unknown}; short names: {', '.join(sorted(PROVIDER_ALIASES))}")
+        return EXIT_USAGE
+    settings, problem = _ray_settings(args, providers)
+    if settings is None:
+        _err(problem)
+        return EXIT_USAGE
+    folder = args.output
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        _err(f"--output {folder!r} is a file; --engine ray writes a folder of part files: name a folder")
+        return EXIT_USAGE
+    require_ray()
+
+    # -- model (checked here, on CPU, before Ray starts; the actors load their own copy) --------------------
+    model, code = _load_model(args.model, ["cpu"], 1, args.batch_size, "predict", args.draft)
+    if model is None:
+        return code
+    try:
+        model_bytes = model.path.read_bytes()
+    except OSError as e:
+        _err(f"cannot read the model file {model.path}: {e.strerror or e}")
+        return EXIT_MODEL
+
+    # -- inputs and the job folder -------------------------------------------------------------------------
+    try:
+        inputs = _ray_inputs(args)
+    except (OSError, ValueError) as e:
+        _err(f"cannot list the inputs: {e}")
+        return EXIT_USAGE
+    listed = len(inputs.paths)
+    keys = shard.select(inputs.paths) if shard is not None else inputs.paths
+    job = Job(keys, model.name, model.version, rows_per_part=args.rows_per_part or 1000,
+              shard=None if shard is None else str(shard))
+    stats = _Stats(model.labels)
+    status = EXIT_OK
+    try:
+        with FolderLock(folder):
+            plan = prepare(folder, job, resume=args.resume, overwrite=args.overwrite,
+                           rows_per_part_given=args.rows_per_part is not None)
+            if plan.stale_temps:
+                _err(f"removed {plan.stale_temps} temporary files left in {folder} by an interrupted run")
+            todo_rows = len(job.keys) - plan.done_rows
+            progress = Progress(todo_rows, "predict", unit="photo", enabled=False)
+            start = time.monotonic()
+            session = RaySession(settings.address)
+            actors = written = 0
+            run = None
+            try:
+                if plan.todo:
+                    with session:
+                        actors = settings.actors or default_actors(settings, session.resources())
+                        start = time.monotonic()
+                        progress = Progress(todo_rows, "predict", unit="photo", enabled=args.progress is not False)
+                        run = RayRun(plan, model_bytes, settings, problems=inputs.problems, actors=actors)
+                        actors = run.actors
+                        for b, lines in run.blocks(on_rows=progress.update):
+                            write_part(plan, b, lines)
+                            written += 1
+                            for line in lines:
+                                rec = json.loads(line)
+                                stats.add(Prediction(input=rec["input"], scores=rec["scores"],
+                                                     flagged=tuple(rec["flagged"]), review=tuple(rec["review"]),
+                                                     error=rec["error"], error_kind=rec["error_kind"]))
+            except KeyboardInterrupt:
+                status = EXIT_INTERRUPTED
+            except OSError as e:
+                progress.close()
+                _err(f"cannot write {folder}: {e.strerror or e}; the part files written so far are complete, rerun "
+                     "with --resume once fixed")
+                return EXIT_FAILURE
+            except Exception as e:  # noqa: BLE001 - a Ray failure (lost node, actor that cannot start)
+                progress.close()
+                logging.getLogger("wildlife_vision.cli").debug("the Ray job failed", exc_info=True)  # -vv
+                msg = str(e).strip().splitlines()
+                _err(f"the Ray job failed ({type(e).__name__}: {msg[-1] if msg else ''}); the {written} part files "
+                     "written in this run are complete, rerun with --resume to finish")
+                return EXIT_FAILURE
+            progress.close()
+            seconds = time.monotonic() - start
+    except JobError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except OSError as e:
+        _err(f"cannot use the output folder {folder}: {e.strerror or e}")
+        return EXIT_FAILURE
+
+    if not getattr(args, "quiet", False) or status != EXIT_OK:
+        address = settings.address or os.environ.get("RAY_ADDRESS")
+        where = (f"the cluster at {address}" if session.started and address else
+                 "a local instance" if session.started else "the Ray instance this process already runs")
+        gpus = f", {settings.gpus_per_actor:g} GPU" if settings.gpus_per_actor else ""
+        notes = [f"shard:   {shard}: {len(job.keys)} of {listed} inputs"] if shard is not None else []
+        if plan.todo:
+            notes.append(f"ray:     {actors} actors x {settings.cpus_per_actor:g} CPU{gpus} on {where}, connected in "
+                         f"{session.seconds:.1f} s; {written} of {len(plan.todo)} parts to do written")
+        done_parts = len(plan.done) + written
+        run_provider = ", ".join(sorted(run.providers)) if run is not None and run.providers else None
+        _print_summary(stats, seconds, model, inputs, plan.done_rows, plan.done_rows, folder, status,
+                       provider=run_provider or "Ray", notes=notes,
+                       output_line=f"{folder} ({plan.done_rows + stats.scored + stats.failed} rows in {done_parts} "
+                                   f"of {job.n_parts} part files)")
     return status
 
 
@@ -272,7 +492,10 @@ class _Stats:
 
 
 def _print_summary(stats: _Stats, seconds: float, model: Any, inputs: Inputs, already: int, resumed_rows: int,
-                   output: Optional[str], status: int) -> None:
+                   output: Optional[str], status: int, provider: Optional[str] = None,
+                   output_line: Optional[str] = None, notes: Sequence[str] = ()) -> None:
+    """The summary on stderr (docs/predict.md); --engine ray passes its actors' ``provider``, its own
+    ``output_line`` and ``notes`` (shard, Ray) printed before the output line."""
     total = stats.scored + stats.failed
     rate = total / seconds if seconds > 0 else 0.0
 
@@ -280,7 +503,7 @@ def _print_summary(stats: _Stats, seconds: float, model: Any, inputs: Inputs, al
         return ", ".join(f"{lab} {c.get(lab, 0)}" for lab in stats.labels)
 
     lines = [f"{'interrupted after' if status == EXIT_INTERRUPTED else 'done:'} {total} inputs: {stats.scored} "
-             f"scored, {stats.failed} failed, in {seconds:.1f} s ({rate:.1f} photos/s) on {model.provider} "
+             f"scored, {stats.failed} failed, in {seconds:.1f} s ({rate:.1f} photos/s) on {provider or model.provider} "
              f"with {model.name} {model.version}",
              f"  flagged: {per_label(stats.flagged)} ({stats.any_flagged} photos with a flag)",
              f"  review:  {per_label(stats.review)} ({stats.any_review} photos to review)"]
@@ -299,7 +522,10 @@ def _print_summary(stats: _Stats, seconds: float, model: Any, inputs: Inputs, al
         skipped.append(f"{inputs.skipped_loops} folders reached twice through symlinks")
     if skipped:
         lines.append("  skipped: " + "; ".join(skipped))
-    if output is not None:
+    lines.extend(f"  {note}" for note in notes)
+    if output_line is not None:
+        lines.append(f"  output:  {output_line}")
+    elif output is not None:
         lines.append(f"  output:  {output} ({resumed_rows + total} rows)")
     if status == EXIT_INTERRUPTED and output is not None:
         lines.append("  rerun the same command with --resume to finish")
