@@ -215,3 +215,42 @@ def test_evaluate_faithfulness_and_the_page_with_mistake_heatmaps(tmp_path):
     overlays = sorted((out / "heatmaps").glob("*.jpg"))
     assert overlays, "the most confident mistakes got heatmaps"
     assert page.count("data:image/jpeg;base64") >= 2 and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def test_predict_explain_writes_overlays_for_flagged_and_review_rows(tmp_path, capsys):
+    from wildlife_vision.cli import main
+
+    model = red_detector(tmp_path / "red.onnx")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        img = np.full((40, 60, 3), 120, dtype=np.uint8)
+        if i % 2 == 0:
+            img[10:30, 15:40] = (235, 15, 15)
+        Image.fromarray(img).save(photos / f"p{i}.png")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    out, heat = tmp_path / "preds.jsonl", tmp_path / "heat"
+    assert main(["predict", str(photos), "--model", str(model), "--output", str(out), "--explain", str(heat),
+                 "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 7 and all("heatmaps" in r for r in rows)
+    for r in rows:
+        wanted = set(r["flagged"]) | set(r["review"])
+        assert set(r["heatmaps"]) == wanted
+        for path in r["heatmaps"].values():
+            with Image.open(path) as im:
+                assert im.format == "JPEG" and im.size == (60, 40)  # the upright photo's shape
+    assert any(r["heatmaps"] for r in rows) and next(r for r in rows if r["error"])["heatmaps"] == {}
+    # CSV with --resume keeps its heatmaps column
+    csv_out = tmp_path / "preds.csv"
+    assert main(["predict", str(photos / "p0.png"), "--model", str(model), "--output", str(csv_out), "--explain",
+                 str(heat), "--no-progress"]) == 0
+    assert main(["predict", str(photos), "--model", str(model), "--output", str(csv_out), "--explain", str(heat),
+                 "--resume", "--no-progress"]) == 0
+    lines = csv_out.read_text().splitlines()
+    assert lines[0].endswith(",heatmaps") and len(lines) == 8
+    # a model without heatmaps is refused before anything is written
+    plain = make_tiny_model(tmp_path / "plain.onnx")
+    assert main(["predict", str(photos), "--model", str(plain), "--output", str(tmp_path / "x.jsonl"), "--explain",
+                 str(heat), "--no-progress"]) == 4
+    assert "no heatmap output" in capsys.readouterr().err

@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--providers", nargs="+", metavar="P",
                    help="execution providers in order of preference, e.g. `--providers cuda cpu` "
                         "(default: CUDA when available, else CPU)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="write a heatmap overlay (JPEG, the photo with where the model found the label) into DIR for "
+                        "each flagged or review-band label of each row, and add their paths to the records "
+                        "('heatmaps'); needs a model with the heatmap output (see docs/heatmaps.md)")
     eng = p.add_argument_group("engines and sharding", "see docs/batch.md")
     eng.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local (default): this process; ray: Ray Data actors on a local Ray instance or a cluster, "
@@ -118,7 +122,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except ValueError as e:
             _err(str(e))
             return EXIT_USAGE
+    explain_dir: Optional[str] = getattr(args, "explain", None)
     if getattr(args, "engine", "local") == "ray":
+        if explain_dir:
+            _err("--explain works with the local engine only (use --shard I/N to split a job with heatmaps)")
+            return EXIT_USAGE
         return _cmd_predict_ray(args, shard)
     ray_only = [f for f, v in (("--ray-address", "ray_address"), ("--ray-actors", "ray_actors"),
                                ("--ray-cpus-per-actor", "ray_cpus_per_actor"),
@@ -164,7 +172,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, code = _load_model(args.model, providers, args.threads, args.batch_size, "predict", args.draft)
     if model is None:
         return code
-    encoder = RecordEncoder(fmt, model.labels, model.name, model.version)
+    if explain_dir and not model.has_heatmaps:
+        _err(f"--explain: {model.path} has no heatmap output (it was exported before heatmaps); add it with "
+             "`wildlife-vision heatmaps MODEL.onnx --output NEW.onnx` or re-export the model")
+        return EXIT_MODEL
+    if explain_dir and os.path.exists(explain_dir) and not os.path.isdir(explain_dir):
+        _err(f"--explain {explain_dir!r} is a file; name a folder")
+        return EXIT_USAGE
+    encoder = RecordEncoder(fmt, model.labels, model.name, model.version, heatmaps=bool(explain_dir))
 
     # -- inputs and what is already done ------------------------------------------------------------------
     inputs = expand_inputs(args.paths, recursive=args.recursive)
@@ -176,7 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     need_header = fmt == "csv"
     if args.resume and exists:
         try:
-            existing = read_existing(output, fmt, model.labels)
+            existing = read_existing(output, fmt, model.labels, heatmaps=bool(explain_dir))
         except OutputFormatError as e:
             _err(str(e))
             return EXIT_USAGE
@@ -237,9 +252,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from PIL import Image as _Image
 
             warnings.filterwarnings("ignore", category=_Image.DecompressionBombWarning)
-            for pred in _predictions(model, todo, inputs.problems, args.batch_size, workers):
+            for pred, ex in _predictions(model, todo, inputs.problems, args.batch_size, workers, explain_dir):
                 stats.add(pred)
-                pending.append(encoder.encode(pred))
+                heat = None
+                if ex is not None and pred.ok and (pred.flagged or pred.review):
+                    from .explain import write_overlays
+
+                    heat = write_overlays(ex, explain_dir, [*pred.flagged, *pred.review])
+                pending.append(encoder.encode(pred, heat))
                 if len(pending) >= args.batch_size:
                     flush()
             flush()
@@ -450,25 +470,36 @@ def _cmd_predict_ray(args: argparse.Namespace, shard: Any) -> int:
 
 
 def _predictions(model: Any, todo: List[str], problems: Dict[str, Tuple[str, str]], batch_size: int,
-                 workers: int) -> Iterator[Any]:
-    """Predictions for ``todo`` in order; inputs known to be broken up front get their error without decoding."""
+                 workers: int, explain: Optional[str] = None) -> Iterator[Tuple[Any, Any]]:
+    """(prediction, explanation or None) for ``todo`` in order; inputs known to be broken up front get their error
+    without decoding. With ``explain``, scores and heatmaps come from one pass (``Model.explain_iter``)."""
+    from .explain import OVERLAY_SIDE
     from .model import Prediction
 
+    def score(run: List[str]) -> Iterator[Tuple[Any, Any]]:
+        if explain:
+            for ex in model.explain_iter(run, batch_size=batch_size, workers=workers, names=run,
+                                         keep_photo=OVERLAY_SIDE):
+                yield ex.prediction, ex
+        else:
+            for pred in model.predict_iter(run, batch_size=batch_size, workers=workers, names=run):
+                yield pred, None
+
     if not problems:
-        yield from model.predict_iter(todo, batch_size=batch_size, workers=workers, names=todo)
+        yield from score(todo)
         return
     run: List[str] = []
     for path in todo:
         if path in problems:
             if run:
-                yield from model.predict_iter(run, batch_size=batch_size, workers=workers, names=run)
+                yield from score(run)
                 run = []
             msg, kind = problems[path]
-            yield Prediction(input=path, error=msg, error_kind=kind)
+            yield Prediction(input=path, error=msg, error_kind=kind), None
         else:
             run.append(path)
     if run:
-        yield from model.predict_iter(run, batch_size=batch_size, workers=workers, names=run)
+        yield from score(run)
 
 
 class _Stats:
