@@ -534,6 +534,17 @@ class Model:
         h, w = self.metadata.preprocess.input_size
         return np.empty((n, 3, h, w), dtype=np.float32)
 
+    # ---- the loop's two steps, for callers that batch on their own (the HTTP service's micro-batcher) ------------
+    def prepare(self, item: Any, out: np.ndarray) -> _Prepared:
+        """Decode and preprocess one input into ``out`` (one (3, H, W) float32 row of a batch). Returns what
+        :meth:`score_prepared` needs back: ``(error or None, upright size, None)``; never raises for a bad input."""
+        return self._prepare(item, out)
+
+    def score_prepared(self, names: Sequence[str], batch: np.ndarray, prepared: Sequence[_Prepared]) -> List[Prediction]:
+        """Score rows that :meth:`prepare` filled: one :class:`Prediction` per name, in order, exactly as
+        :meth:`predict` would give (errors from ``prepared`` kept, a failing batch retried one row at a time)."""
+        return list(self._score([(n, None) for n in names], batch, list(prepared)))
+
     def _prepare_one(self, item: Any, out: np.ndarray) -> _Error:
         """Decode and preprocess one input into ``out`` (a row of a batch); the error, or None."""
         return self._prepare(item, out)[0]
