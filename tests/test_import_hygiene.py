@@ -62,6 +62,25 @@ def test_running_predict_and_info_does_not_import_the_training_stack(tmp_path):
     assert (tmp_path / "out.jsonl").read_text().count("\n") == 1
 
 
+def test_explain_and_predict_explain_need_only_the_core_install(tmp_path):
+    """Heatmaps on the shipped model (it has the cam output), through the library and `predict --explain`,
+    without importing torch, timm or onnx."""
+    photo = tmp_path / "p.jpg"
+    make_photo(3, (200, 120)).save(photo)
+    code = textwrap.dedent("""
+        import sys
+        import wildlife_vision as wv
+        from wildlife_vision.cli import main
+        ex = wv.load_model().explain(sys.argv[1])
+        assert ex.ok and ex.maps["ivory"].shape == (120, 200), ex.maps["ivory"].shape
+        rc = main(["predict", sys.argv[1], "--output", sys.argv[2], "--explain", sys.argv[3], "--no-progress"])
+        assert rc == 0, rc
+    """) + CHECK
+    out = _run(code, str(photo), str(tmp_path / "out.jsonl"), str(tmp_path / "heat"))
+    assert _forbidden(out) == ""
+    assert '"heatmaps"' in (tmp_path / "out.jsonl").read_text()
+
+
 def _default_model_files():
     default = ROOT / "exported_models" / "DEFAULT"
     if not default.is_file():
