@@ -86,6 +86,17 @@ def _err(msg: str) -> None:
     print(f"wildlife-vision predict: {msg}", file=sys.stderr)
 
 
+def _bad_sizes(args: argparse.Namespace) -> bool:
+    """Say so and return True when --batch-size or --threads is out of range (both engines)."""
+    if args.batch_size < 1:
+        _err(f"--batch-size must be at least 1, got {args.batch_size}")
+        return True
+    if args.threads < 0:
+        _err(f"--threads must be 0 (automatic) or more, got {args.threads}")
+        return True
+    return False
+
+
 def _load_model(path: Optional[str], providers: Optional[List[str]], threads: int, batch_size: int, cmd: str,
                 draft: Optional[bool] = None):
     """Load the model, printing its warnings; returns (model, None) or (None, exit code)."""
@@ -135,11 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if ray_only:
         _err(f"{', '.join(ray_only)} only apply to --engine ray")
         return EXIT_USAGE
-    if args.batch_size < 1:
-        _err(f"--batch-size must be at least 1, got {args.batch_size}")
-        return EXIT_USAGE
-    if args.threads < 0:
-        _err(f"--threads must be 0 (automatic) or more, got {args.threads}")
+    if _bad_sizes(args):
         return EXIT_USAGE
     workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
     if workers < 1:
@@ -347,11 +354,7 @@ def _cmd_predict_ray(args: argparse.Namespace, shard: Any) -> int:
     from .progress import Progress
 
     # -- arguments ---------------------------------------------------------------------------------
-    if args.batch_size < 1:
-        _err(f"--batch-size must be at least 1, got {args.batch_size}")
-        return EXIT_USAGE
-    if args.threads < 0:
-        _err(f"--threads must be 0 (automatic) or more, got {args.threads}")
+    if _bad_sizes(args):
         return EXIT_USAGE
     if args.output is None:
         _err("--engine ray needs --output DIR/: it writes numbered JSONL part files into that folder")

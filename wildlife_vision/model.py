@@ -164,6 +164,17 @@ def _is_single(x: Any) -> bool:
     return isinstance(x, INPUT_TYPES) or not isinstance(x, Iterable) or isinstance(x, (Mapping, io.IOBase))
 
 
+def _checked_inputs(x: Any) -> Tuple[bool, List[Any], List[str]]:
+    """(one input?, the inputs as a list, their names) for predict/embed/explain; an unsupported Python type is a
+    programming error, raised as TypeError naming the type (and position) before anything runs."""
+    single = _is_single(x)
+    items = [x] if single else list(x)
+    for i, item in enumerate(items):
+        if not isinstance(item, INPUT_TYPES):
+            raise TypeError(_unsupported(item, "" if single else f" at position {i}"))
+    return single, items, [_input_name(item, None if single else i) for i, item in enumerate(items)]
+
+
 def _input_name(item: Any, index: Optional[int] = None) -> str:
     if isinstance(item, (str, os.PathLike)):
         return os.fsdecode(item) if not isinstance(item, str) else item
@@ -396,13 +407,7 @@ class Model:
         ``predict`` checks every input's type before scoring anything and raises :class:`TypeError` naming
         the type (and position). :meth:`predict_iter`, which streams, reports it as that input's error instead.
         """
-        single = _is_single(x)
-        items = [x] if single else list(x)  # type: ignore[arg-type]
-        for i, item in enumerate(items):
-            if not isinstance(item, INPUT_TYPES):
-                where = "" if single else f" at position {i}"
-                raise TypeError(_unsupported(item, where))
-        names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
+        single, items, names = _checked_inputs(x)
         results = list(self.predict_iter(items, batch_size=batch_size, workers=workers, names=names))
         return results[0] if single else results
 
@@ -428,12 +433,7 @@ class Model:
         :class:`TypeError` before anything runs, as in :meth:`predict`. A model file without an ``embedding``
         output raises :class:`~wildlife_vision.errors.EmbeddingUnavailable` (a ModelLoadError).
         """
-        single = _is_single(x)
-        items = [x] if single else list(x)  # type: ignore[arg-type]
-        for i, item in enumerate(items):
-            if not isinstance(item, INPUT_TYPES):
-                raise TypeError(_unsupported(item, "" if single else f" at position {i}"))
-        names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
+        single, items, names = _checked_inputs(x)
         results = list(self.embed_iter(items, batch_size=batch_size, workers=workers, names=names))
         if not single:
             return results
@@ -469,12 +469,7 @@ class Model:
         exported before heatmaps: add it with ``wildlife-vision heatmaps MODEL.onnx --output NEW.onnx``, or
         re-export), ``KeyError`` for a label the model does not have.
         """
-        single = _is_single(x)
-        items = [x] if single else list(x)  # type: ignore[arg-type]
-        for i, item in enumerate(items):
-            if not isinstance(item, INPUT_TYPES):
-                raise TypeError(_unsupported(item, "" if single else f" at position {i}"))
-        names = [_input_name(item, None if single else i) for i, item in enumerate(items)]
+        single, items, names = _checked_inputs(x)
         results = list(self.explain_iter(items, label=label, batch_size=batch_size, workers=workers, names=names,
                                          keep_photo=keep_photo))
         return results[0] if single else results

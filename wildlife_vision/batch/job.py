@@ -17,11 +17,11 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..data.manifest import atomic_write_bytes
 from ..records import RECORD_SCHEMA
 
 #: schema identifier of job.json
@@ -100,22 +100,9 @@ class Plan:
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsynced, then renamed."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` to ``path`` through a temporary file in the same folder (``.NAME.*.tmp``, which
+    :data:`_TEMP` recognises as a crash's leftover), fsynced, then renamed."""
+    atomic_write_bytes(path, data, fsync=True)
 
 
 def write_part(plan: Plan, b: int, lines: Iterable[bytes]) -> str:

@@ -597,14 +597,18 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """:func:`atomic_write_text` for bytes (a model file, an image)."""
+def atomic_write_bytes(path: PathLike, data: bytes, fsync: bool = False) -> Path:
+    """:func:`atomic_write_text` for bytes (a model file, an image). The temporary file is ``.NAME.*.tmp`` beside
+    ``path``; ``fsync`` flushes it to the disk before the rename (a file that must survive a power cut whole)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
