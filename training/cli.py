@@ -7,6 +7,7 @@ functions after :func:`wildlife_vision.cli.require_extra` has checked that the `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -17,8 +18,9 @@ from wildlife_vision.cli_common import HelpFormatter, fail, wrap
 from wildlife_vision.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, require_extra
 
 from wildlife_vision_train.int8 import MAX_AP_DROP, MAX_RECALL_DROP, PRECISION_TOLERANCE
-from wildlife_vision_train.config import (AugCfg, CalibCfg, ConfigError, DataCfg, LossCfg, ModelCfg, OptimCfg, RunCfg, TrainConfig,
-                     LOSSES)
+from wildlife_vision_train.config import (AugCfg, ConfigError, DataCfg, TrainConfig, LOSSES,
+                                          merge_recipe, read_recipe)
+from wildlife_vision_train.tracking import DEFAULT_EXPERIMENT, TrackingCfg, for_run, parse_trackers
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,15 @@ examples:
   # 2 processes under torchrun (DDP; gloo on CPU, nccl with one GPU per process); --batch-size is the global
   # batch, each process takes batch/N (see docs/distributed-training.md)
   torchrun --standalone --nproc_per_node 2 -m wildlife_vision train --data manifest.csv -b 64 --output runs/ddp
+  # tracked in MLflow (local store runs/mlruns.db; `mlflow ui --backend-store-uri sqlite:///runs/mlruns.db`) and
+  # TensorBoard (runs/lite0/tensorboard), see docs/tracking.md
+  wildlife-vision train --data manifest.csv --output runs/lite0 --track mlflow,tensorboard
+  # the recipe of an earlier run, with a new seed: the flags given here override the file
+  wildlife-vision train --config runs/lite0/config.yaml --seed 7 --output runs/lite0-seed7
 
 run folder: config.yaml (incl. run.world_size), metrics.jsonl (per epoch, incl. train images/s and
-world_size), train.log, last.pt, best.pt, calibration.json, eval/ (report.json, report.md, pr_curves.png, confusion.png).
+world_size), train.log, last.pt, best.pt, calibration.json, eval/ (report.json, report.md, pr_curves.png, confusion.png);
+tracked runs also tracking.json (the MLflow run) and tensorboard/.
 next: wildlife-vision export RUN_DIR --output model.onnx
 """
 
@@ -180,6 +188,51 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                    help="continue from RUN_DIR/last.pt (or the given checkpoint) with its saved config; "
                         "--epochs may extend the run, --test-image-size/--test-crop-pct change the evaluation")
+    g.add_argument("--config", metavar="RECIPE.yaml", default=None,
+                   help="take the training config from a YAML recipe: the schema of a run's config.yaml (an "
+                        "earlier run's config.yaml reproduces its config hash), whole or in part; flags given on "
+                        "the command line override it, flags left out do not; run.output and run.world_size in "
+                        "the file are ignored (--output is always required), a relative data.manifest is relative "
+                        "to the file")
+
+    g = p.add_argument_group("tracking (off unless --track; no network needed)")
+    g.add_argument("--track", action="append", default=None, metavar="mlflow|tensorboard",
+                   help="log params, per-epoch metrics, the evaluation and its plots to MLflow and/or TensorBoard "
+                        "event files in RUN_DIR/tensorboard (comma-separated or repeated); a resumed run continues "
+                        "the trackers it started with")
+    g.add_argument("--track-uri", metavar="URI", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<parent of RUN_DIR>/mlruns.db, a local store "
+                        "shared by the runs in that folder, artefacts in mlartifacts/ beside it); any MLflow URI")
+    g.add_argument("--experiment", metavar="NAME", default=None,
+                   help=f"MLflow experiment of the run (default: {DEFAULT_EXPERIMENT})")
+    g.add_argument("--run-name", metavar="NAME", default=None,
+                   help="MLflow run name (default: the name of RUN_DIR)")
+    _record_given(p)
+
+
+#: the namespace attribute that lists the train flags given on the command line (a recipe yields to them only)
+GIVEN = "_train_flags_given"
+
+
+class _RecordsGiven:
+    """Mixed into every train flag's action: the flag's dest joins ``namespace._train_flags_given`` when given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+        super().__call__(parser, namespace, values, option_string)  # type: ignore[misc]
+
+
+def _record_given(p: argparse.ArgumentParser) -> None:
+    """Make every flag record that it was given, so argparse's defaults never override a recipe's values."""
+    for action in p._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)) or isinstance(action, _RecordsGiven):
+            continue
+        action.__class__ = type(f"Given{type(action).__name__}", (_RecordsGiven, type(action)), {})
+
+
+def flags_given(args: argparse.Namespace) -> frozenset:
+    """The dests of the train flags given on the command line."""
+    return frozenset(getattr(args, GIVEN, frozenset()))
 
 
 def _labels_arg(values) -> tuple:
@@ -187,33 +240,64 @@ def _labels_arg(values) -> tuple:
     return tuple(lab.strip() for v in values or () for lab in str(v).split(",") if lab.strip())
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if args.calibrate_recall is not None:
-        calib = CalibCfg(target="recall", value=args.calibrate_recall, review_recall=args.review_recall)
-    else:
-        value = args.calibrate_precision if args.calibrate_precision is not None else _D.calib.value
-        calib = CalibCfg(target="precision", value=value, review_recall=args.review_recall)
-    aug = AugCfg(scale_min=args.aug_scale_min, mixup=args.mixup, cutmix=args.cutmix, mixup_prob=args.mixup_prob,
-                 consistency=args.consistency, consistency_fraction=args.consistency_fraction)
-    if args.no_aug:
-        aug = AugCfg(scale_min=1.0, color=0.0, blur=0.0, jpeg=0.0, perspective=0.0)
-    return TrainConfig(
-        data=DataCfg(manifest=str(Path(args.data).resolve()) if args.data else "", labels=_labels_arg(args.labels),
-                     image_size=args.image_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
-                     batch_size=args.batch_size, workers=args.workers, val_fraction=args.val_fraction,
-                     max_train_images=args.max_train_images, max_val_images=args.max_val_images,
-                     test_image_size=args.test_image_size, test_crop_pct=args.test_crop_pct),
-        model=ModelCfg(name=args.model, pretrained=args.pretrained, drop_rate=args.drop_rate,
-                       drop_path_rate=args.drop_path_rate),
-        optim=OptimCfg(epochs=args.epochs or DEFAULT_EPOCHS, lr=args.lr, weight_decay=args.weight_decay,
-                       warmup_epochs=args.warmup_epochs, min_lr_ratio=args.min_lr_ratio,
-                       freeze_epochs=args.freeze_epochs, ema=args.ema, ema_decay=args.ema_decay,
-                       patience=args.patience, grad_clip=args.grad_clip),
-        loss=LossCfg(kind=args.loss, pos_weight=args.pos_weight, focal_gamma=args.focal_gamma),
-        aug=aug, calib=calib,
-        run=RunCfg(output=args.output, seed=args.seed, device=args.device, amp=args.amp,
-                   channels_last=args.channels_last, keep_freed_memory=args.keep_freed_memory),
-    )
+#: the flags that set one config field each: dest -> (section, key)
+_FIELDS = {
+    "image_size": ("data", "image_size"), "crop_pct": ("data", "crop_pct"),
+    "interpolation": ("data", "interpolation"), "batch_size": ("data", "batch_size"), "workers": ("data", "workers"),
+    "val_fraction": ("data", "val_fraction"), "max_train_images": ("data", "max_train_images"),
+    "max_val_images": ("data", "max_val_images"), "test_image_size": ("data", "test_image_size"),
+    "test_crop_pct": ("data", "test_crop_pct"),
+    "model": ("model", "name"), "pretrained": ("model", "pretrained"), "drop_rate": ("model", "drop_rate"),
+    "drop_path_rate": ("model", "drop_path_rate"),
+    "lr": ("optim", "lr"), "weight_decay": ("optim", "weight_decay"), "warmup_epochs": ("optim", "warmup_epochs"),
+    "min_lr_ratio": ("optim", "min_lr_ratio"), "freeze_epochs": ("optim", "freeze_epochs"), "ema": ("optim", "ema"),
+    "ema_decay": ("optim", "ema_decay"), "patience": ("optim", "patience"), "grad_clip": ("optim", "grad_clip"),
+    "loss": ("loss", "kind"), "pos_weight": ("loss", "pos_weight"), "focal_gamma": ("loss", "focal_gamma"),
+    "aug_scale_min": ("aug", "scale_min"), "mixup": ("aug", "mixup"), "cutmix": ("aug", "cutmix"),
+    "mixup_prob": ("aug", "mixup_prob"), "consistency": ("aug", "consistency"),
+    "consistency_fraction": ("aug", "consistency_fraction"),
+    "review_recall": ("calib", "review_recall"),
+    "output": ("run", "output"), "seed": ("run", "seed"), "device": ("run", "device"), "amp": ("run", "amp"),
+    "channels_last": ("run", "channels_last"), "keep_freed_memory": ("run", "keep_freed_memory"),
+}
+_NO_AUG = AugCfg(scale_min=1.0, color=0.0, blur=0.0, jpeg=0.0, perspective=0.0)  # --no-aug
+
+
+def config_from_args(args: argparse.Namespace, recipe: Optional[dict] = None) -> TrainConfig:
+    """The run's config from the flags. With a ``recipe`` (:func:`~wildlife_vision_train.config.read_recipe`) the
+    recipe's values stand, except where a flag was given on the command line: argparse's defaults never
+    override a recipe. ``--output`` always comes from the command line."""
+    given = flags_given(args) if recipe is not None else None  # None: every flag counts, given or default
+
+    def use(dest: str) -> bool:
+        return given is None or dest in given or dest == "output"
+
+    d = merge_recipe(TrainConfig(data=DataCfg(manifest="")).to_dict(), recipe or {})
+    for dest, (section, key) in _FIELDS.items():
+        if use(dest):
+            d[section][key] = getattr(args, dest)
+    if use("data") and args.data:
+        d["data"]["manifest"] = str(Path(args.data).resolve())
+    if use("labels"):
+        d["data"]["labels"] = list(_labels_arg(args.labels))
+    if use("epochs") and (args.epochs or recipe is None):
+        d["optim"]["epochs"] = args.epochs or DEFAULT_EPOCHS
+    if use("calibrate_recall") and args.calibrate_recall is not None:
+        d["calib"].update(target="recall", value=args.calibrate_recall)
+    elif use("calibrate_precision") and (args.calibrate_precision is not None or recipe is None):
+        d["calib"].update(target="precision", value=args.calibrate_precision if args.calibrate_precision is not None
+                          else _D.calib.value)
+    if use("no_aug") and args.no_aug:
+        d["aug"] = dataclasses.asdict(_NO_AUG)
+    return TrainConfig.from_dict(d)
+
+
+def tracking_from_args(args: argparse.Namespace) -> TrackingCfg:
+    """--track, --track-uri, --experiment and --run-name as a :class:`TrackingCfg` (a :class:`ConfigError` when
+    a tracker is unknown)."""
+    return TrackingCfg(trackers=parse_trackers(args.track), uri=args.track_uri,
+                       experiment=args.experiment or DEFAULT_EXPERIMENT, run_name=args.run_name,
+                       recipe=str(Path(args.config).resolve()) if args.config else None)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -228,13 +312,22 @@ def run_train(args: argparse.Namespace) -> int:
         resume = Path(args.output) / "last.pt" if args.resume == "last" else Path(args.resume)
         if not resume.is_file():
             return fail("train", f"--resume: no checkpoint at {resume}")
-    elif not args.data:
-        return fail("train", "--data MANIFEST is required (a CSV image,labels[,split] or a folder per label)")
+        if args.config:
+            return fail("train", "--config and --resume cannot be combined: a resumed run continues with the "
+                                 "config saved in its checkpoint")
     try:
-        cfg = config_from_args(args)
+        recipe = read_recipe(Path(args.config)) if args.config else None
+        if resume is None and not args.data and not (recipe or {}).get("data", {}).get("manifest"):
+            return fail("train", "--data MANIFEST is required (a CSV image,labels[,split] or a folder per label)"
+                        + (f", or data.manifest in {args.config}" if args.config else ""))
+        tracking = for_run(tracking_from_args(args), Path(args.output), resuming=resume is not None)
+        if not tracking.trackers and (args.track_uri or args.experiment or args.run_name):
+            return fail("train", "--track-uri, --experiment and --run-name need --track mlflow")
+        tracking.require()  # a missing [track] extra: exit 3 before anything is read
+        cfg = config_from_args(args, recipe)
         if resume is None:
             cfg.validate()
-        result = train(cfg, resume=resume, epochs_override=args.epochs, exist_ok=args.exist_ok)
+        result = train(cfg, resume=resume, epochs_override=args.epochs, exist_ok=args.exist_ok, tracking=tracking)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE

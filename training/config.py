@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union
 
 LOSSES = ("bce", "asl", "focal")
 DEVICES = ("auto", "cpu", "cuda")
@@ -222,13 +223,10 @@ class TrainConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         if not isinstance(d, dict) or "data" not in d:
             raise ConfigError("a training config must be a mapping with at least a 'data' section")
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        types: Dict[str, Type[Any]] = {"data": DataCfg, "model": ModelCfg, "optim": OptimCfg, "loss": LossCfg,
-                                       "aug": AugCfg, "calib": CalibCfg, "run": RunCfg}
         kwargs = {}
-        for name in sections:
+        for name, kind in SECTIONS.items():
             if name in d:
-                kwargs[name] = _section(types[name], d[name], name)
+                kwargs[name] = _section(kind, d[name], name)
         return cls(**kwargs)
 
     def sha256(self) -> str:
@@ -256,6 +254,107 @@ class TrainConfig:
         import yaml
 
         return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+SECTIONS: Dict[str, Type[Any]] = {"data": DataCfg, "model": ModelCfg, "optim": OptimCfg, "loss": LossCfg,
+                                  "aug": AugCfg, "calib": CalibCfg, "run": RunCfg}
+#: recipe keys that never come from a recipe file: where this run goes (``--output``), and how many processes
+#: train it (torchrun's WORLD_SIZE); both are set for each run
+RECIPE_IGNORED = ("run.output", "run.world_size")
+
+
+def read_recipe(path: Path) -> Dict[str, Dict[str, Any]]:
+    """A training recipe (``train --config RECIPE.yaml``): YAML in the schema of a run's ``config.yaml``, all of
+    it (the resolved ``config.yaml`` of an earlier run is a recipe) or any part of it.
+
+    Returns ``{section: {key: value}}`` with only the keys the file sets. Unknown sections and keys are refused
+    with the valid ones named; each value is checked against its field's type and converted the way the
+    command line would (``5`` for a float field becomes ``5.0``, YAML's string ``1e-3`` becomes ``0.001``), so a
+    recipe that writes a value differently still hashes the same. A relative ``data.manifest`` is taken relative
+    to the recipe's own folder. ``run.output`` and ``run.world_size`` are dropped (:data:`RECIPE_IGNORED`).
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: a recipe is a mapping of sections ({', '.join(SECTIONS)}), got "
+                          f"{type(raw).__name__}")
+    unknown = [str(k) for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown section(s) {', '.join(repr(k) for k in unknown)}; valid "
+                          f"sections: {', '.join(SECTIONS)}")
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, values in raw.items():
+        kind = SECTIONS[name]
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config {path}: section '{name}' must be a mapping of keys, got "
+                              f"{type(values).__name__}")
+        hints = typing.get_type_hints(kind)
+        known = [f.name for f in dataclasses.fields(kind)]
+        for key in values:
+            if key not in hints:
+                raise ConfigError(f"--config {path}: unknown key '{name}.{key}'; valid keys in '{name}': "
+                                  f"{', '.join(known)}")
+        section = {key: _coerce(value, hints[key], f"--config {path}: {name}.{key}")
+                   for key, value in values.items() if f"{name}.{key}" not in RECIPE_IGNORED}
+        if section.get("manifest"):
+            manifest = Path(section["manifest"]).expanduser()
+            section["manifest"] = str(manifest if manifest.is_absolute() else (path.parent / manifest).resolve())
+        out[name] = section
+    return out
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field type ``hint`` (bool, int, float, str, Optional of them, Tuple[str, ...])."""
+    if typing.get_origin(hint) is Union:
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}" + (
+            " (YAML reads yes/no/on/off as true/false: quote the word)" if isinstance(value, bool) else ""))
+    if typing.get_origin(hint) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(v, str) for v in items):
+            return tuple(v.strip() for v in items if v.strip())
+        raise ConfigError(f"{where} must be a list of names, got {value!r}")
+    raise ConfigError(f"{where}: a field of type {hint} cannot be set from a recipe")  # pragma: no cover
+
+
+def merge_recipe(base: Dict[str, Any], recipe: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """``base`` (a :meth:`TrainConfig.to_dict`) with the recipe's values laid over it, section by section."""
+    return {name: {**base.get(name, {}), **recipe.get(name, {})} for name in SECTIONS}
 
 
 def _section(kind: Type[T], raw: Any, name: str) -> T:

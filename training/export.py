@@ -326,6 +326,10 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
               "int8_model": str(result.int8_path or ""), "int8": result.int8, "heatmaps": result.heatmaps,
               "seconds": round(result.seconds, 2)}
     atomic_write_text(output.with_name(output.stem + ".export.json"), json.dumps(record, indent=2))
+    from wildlife_vision_train.tracking import log_exported_model  # a no-op unless RUN_DIR was tracked with MLflow
+
+    for path in [output] + ([result.int8_path] if result.int8_path else []):
+        log_exported_model(run_dir, path)
     return result
 
 

@@ -4,8 +4,9 @@
 :class:`~wildlife_vision_train.config.TrainConfig`. The run folder receives ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (one JSON object per epoch, with training images/sec), ``train.log``, ``last.pt`` (every epoch,
 for ``--resume``), ``best.pt`` (best validation macro-AP), ``calibration.json`` (thresholds and review bands)
-and ``eval/`` (the validation report of the best checkpoint). Checkpoints hold only tensors and plain data, so
-they load with ``torch.load(..., weights_only=True)``.
+and ``eval/`` (the validation report of the best checkpoint); a tracked run also ``tracking.json`` (where its MLflow
+run is) and ``tensorboard/`` (:mod:`wildlife_vision_train.tracking`). Checkpoints hold only tensors and plain data,
+so they load with ``torch.load(..., weights_only=True)``.
 
 Under torchrun every process runs :func:`train`; the gradients are averaged by DistributedDataParallel, and rank 0
 alone writes the run folder, validates and evaluates (:mod:`wildlife_vision_train.distributed`).
@@ -45,6 +46,7 @@ from wildlife_vision_train.losses import build_loss
 from wildlife_vision_train.mixing import BatchMixer
 from wildlife_vision_train.runtime import apply_keep_freed_memory
 from wildlife_vision_train.step import WarmupCosine, TrainStep, make_ema, make_optimizer, make_schedule
+from wildlife_vision_train.tracking import Tracker, TrackingCfg, open_trackers
 
 log = logging.getLogger("training")
 
@@ -127,13 +129,16 @@ class _RunLog:
 
 
 def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Optional[int] = None,
-          exist_ok: bool = False) -> RunResult:
+          exist_ok: bool = False, tracking: Optional[TrackingCfg] = None) -> RunResult:
     """Run (or resume) training and finish with evaluation and calibration of the best checkpoint.
 
     A run folder that already holds a run is refused unless resuming or ``exist_ok`` (then it is overwritten).
     The device, the backbone name and the reachability of its pretrained weights are checked before the
     manifest's photos are read. Started by torchrun (WORLD_SIZE > 1), each process trains its share of every
     global batch and every process returns rank 0's result.
+
+    ``tracking``: MLflow and/or TensorBoard (:mod:`wildlife_vision_train.tracking`), opened by rank 0 alone
+    before the photos are read; one that cannot start raises :class:`~wildlife_vision_train.tracking.TrackingError`.
     """
     world = World.from_env()
     ckpt: Optional[Dict[str, Any]] = None
@@ -165,7 +170,8 @@ def train(cfg: TrainConfig, resume: Optional[Path] = None, epochs_override: Opti
             if world.distributed:
                 log.info("distributed: %d processes (%s), global batch %d = %d per process", world.world_size,
                          world.backend, cfg.data.batch_size, per_rank_batch(cfg.data.batch_size, world))
-            return _train(cfg, run_dir, ckpt, world, device)
+            with open_trackers(tracking, run_dir, int(ckpt["epoch"]) + 1 if ckpt is not None else None) as tracker:
+                return _train(cfg, run_dir, ckpt, world, device, tracker)
 
 
 @dataclass
@@ -212,15 +218,18 @@ class _Progress:
 
 
 def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], world: World,
-           device: torch.device) -> RunResult:
+           device: torch.device, tracker: Tracker = Tracker()) -> RunResult:
     t_start = time.time()
     run = _setup(cfg, run_dir, ckpt, world, device)
     progress = _restore(run, ckpt) if ckpt is not None else _Progress()
     metrics_path = run_dir / "metrics.jsonl"
     if world.is_main and ckpt is None and metrics_path.exists():
         metrics_path.unlink()
+    tracker.start(run.cfg, run.common, metrics_path)
+    epochs_done = progress.start_epoch
     for epoch in range(progress.start_epoch, run.cfg.optim.epochs):
         stats = _run_epoch(run, epoch)
+        epochs_done = epoch + 1
         progress.skipped += stats["train_skipped"]
         stop = False
         if world.is_main:  # the other ranks wait in the broadcast below: rank 0 validates, saves and records
@@ -228,7 +237,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], worl
             val = _validate(run)
             improved = _update_best(progress, val["metric"], epoch)
             _save_checkpoints(run, progress, epoch, improved, val["val_macro_ap"])
-            _record_epoch(run, metrics_path, epoch, stats, val, improved)
+            tracker.log_epoch(_record_epoch(run, metrics_path, epoch, stats, val, improved))
             stop = _should_stop(run.cfg, progress, epoch)
         if world.broadcast(stop):
             log.info("early stopping: validation macro-AP has not improved for %d epoch(s)", progress.bad_epochs)
@@ -239,6 +248,7 @@ def _train(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], worl
     if not (run_dir / "best.pt").exists():
         raise TrainingError("no checkpoint was saved: no validation image could be scored")
     result = finalize(run_dir, run.cfg, run.val_samples, run.device, run.channels_last, run.eval_cfg)
+    tracker.finish(run_dir, result.report, result.best_epoch, epochs_done)
     ips = _ips_from_metrics(metrics_path) or progress.ips_history  # all epochs, also of a resumed run
     result.images_per_sec = float(np.mean(ips)) if ips else 0.0
     result.skipped_images = progress.skipped
@@ -495,8 +505,8 @@ def _save_checkpoints(run: _Run, progress: _Progress, epoch: int, improved: bool
 
 
 def _record_epoch(run: _Run, metrics_path: Path, epoch: int, stats: Dict[str, Any], val: Dict[str, Any],
-                  improved: bool) -> None:
-    """One line of metrics.jsonl and one of train.log."""
+                  improved: bool) -> Dict[str, Any]:
+    """One line of metrics.jsonl and one of train.log; returns the line's record."""
     record = {"epoch": epoch + 1, **{k: v for k, v in stats.items() if not k.startswith("_")},
               **{k: v for k, v in val.items() if k != "metric"}, "best": improved}
     with open(metrics_path, "a", encoding="utf-8") as f:
@@ -505,6 +515,7 @@ def _record_epoch(run: _Run, metrics_path: Path, epoch: int, stats: Dict[str, An
     log.info("epoch %d/%d: train loss %.4f, %.1f img/s | val loss %.4f, macro-AP %s%s", epoch + 1,
              run.cfg.optim.epochs, record["train_loss"], stats["_ips"], val["val_loss"],
              f"{m_ap:.4f}" if m_ap is not None else "n/a", " (best)" if improved else "")
+    return record
 
 
 def _should_stop(cfg: TrainConfig, progress: _Progress, epoch: int) -> bool:
