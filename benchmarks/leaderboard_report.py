@@ -3,9 +3,10 @@
 Used by ``benchmarks/leaderboard.py``; ``write_board(cfg, records, total)`` writes ``docs/leaderboard.md`` and
 ``docs/results/leaderboard/board.json``.
 
-- **Per run**: AP per label on the test split with a 95% bootstrap interval over near-duplicate groups, precision
-  and recall at the run's own threshold, photos/s (this machine, the same run, the same photos), file size and
-  training time.
+- **Per run**: ``wildlife-vision compare`` over every finished model (``compare_models``: AP per label with a
+  95% paired-bootstrap interval over near-duplicate groups, precision and recall at the run's own threshold,
+  photos/s on this machine in the same run and on the same photos, file size), plus its training time. The
+  comparison itself is kept in ``docs/results/leaderboard/compare/``.
 - **Per entry**: the mean over its seeds and their spread (standard deviation; min-max) of each label's AP and
   the macro AP, with a 95% interval from a two-level bootstrap. Each draw resamples the test photos (by group)
   and, within each entry, its seeds with replacement, and takes the mean AP over the drawn seeds. The interval
@@ -69,23 +70,6 @@ def score_runs(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], rep
     return y, mats, groups, meta, common, len(samples) - len(common), man.sha256
 
 
-def speeds(records: Sequence[Mapping[str, Any]], photos: Sequence[str], repo: Path, rounds: int = 2
-           ) -> Dict[str, float]:
-    """photos/s of each run's model on the same photos, interleaved rounds, best round."""
-    from wildlife_vision import load_model
-
-    models = {r["id"]: load_model(repo / r["model_file"]) for r in records}
-    for m in models.values():
-        m.predict(list(photos[:16]), workers=2)
-    best: Dict[str, float] = {}
-    for _ in range(rounds):
-        for rid, m in models.items():
-            t = time.perf_counter()
-            m.predict(list(photos), workers=2)
-            best[rid] = max(best.get(rid, 0.0), len(photos) / (time.perf_counter() - t))
-    return best
-
-
 def entry_bootstrap(y: np.ndarray, mats: Mapping[str, np.ndarray], by_entry: Mapping[str, List[str]],
                     groups: Sequence[str], labels: Sequence[str], resamples: int = RESAMPLES, seed: int = 0):
     """Draws of each entry's mean-over-seeds AP per label (and macro), photos and seeds resampled together."""
@@ -111,33 +95,26 @@ def _ci(v: np.ndarray) -> List[float]:
 
 def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], total: int, repo: Path) -> Path:
     from wildlife_vision.data.manifest import atomic_write_text
-    from wildlife_vision.evaluation.bootstrap import interval, resample_indices
+    from wildlife_vision.evaluation.compare import compare_models
 
     labels = list(cfg["labels"])
-    y, mats, groups, meta, common, dropped, manifest_sha = score_runs(cfg, records, repo)
+    y, mats, groups, _, common, dropped, manifest_sha = score_runs(cfg, records, repo)
     order = [e["name"] for e in cfg["entries"]]
     by_entry = {e: [r["id"] for r in records if r["entry"] == e] for e in order}
     by_entry = {e: v for e, v in by_entry.items() if v}
     desc = {e["name"]: e.get("description", "") for e in cfg["entries"]}
-    draws = resample_indices(len(y), groups, RESAMPLES, 0)
+    cmp = compare_models([repo / r["model_file"] for r in records], repo / cfg["data"], split=cfg["split"],
+                         output_dir=repo / cfg["results"] / "compare", resamples=RESAMPLES, speed_photos=SPEED_PHOTOS)
+    by_file = {Path(m["model"]).resolve(): m for m in cmp["models"]}
     runs: Dict[str, Any] = {}
-    photos = [str(s.path) for s in common[:SPEED_PHOTOS]]
-    speed = speeds(records, photos, repo)
     for r in records:
-        m = mats[r["id"]]
-        row: Dict[str, Any] = {"entry": r["entry"], "seed": r["seed"], "labels": {}}
-        for j, lab in enumerate(labels):
-            thr = meta[r["id"]]["thresholds"][lab]
-            flag, pos = m[:, j] >= thr, y[:, j]
-            row["labels"][lab] = {
-                "ap": _ap(pos, m[:, j]),
-                "ap_ci95": interval(lambda idx, j=j: _ap(y[idx, j], m[idx, j]), draws),
-                "precision_at_threshold": float((flag & pos).sum() / max(1, flag.sum())),
-                "recall_at_threshold": float((flag & pos).sum() / max(1, pos.sum())), "threshold": thr}
-        row["macro_ap"] = float(np.mean([row["labels"][lab]["ap"] for lab in labels]))
-        row.update({"photos_per_s": speed[r["id"]], "model_bytes": r["model_bytes"],
-                    "train_seconds": r["train_seconds"], "train_images_per_sec": r["train_images_per_sec"]})
-        runs[r["id"]] = row
+        m = by_file[(repo / r["model_file"]).resolve()]
+        runs[r["id"]] = {"entry": r["entry"], "seed": r["seed"], "macro_ap": m["macro"]["ap"],
+                         "labels": {lab: {k: m["labels"][lab].get(k) for k in
+                                          ("ap", "ap_ci95", "precision_at_threshold", "recall_at_threshold",
+                                           "threshold", "recall_at_precision")} for lab in labels},
+                         "photos_per_s": m["speed"]["photos_per_s"], "model_bytes": m["size_bytes"],
+                         "train_seconds": r["train_seconds"], "train_images_per_sec": r["train_images_per_sec"]}
     boot = entry_bootstrap(y, mats, by_entry, groups, labels)
     entries: Dict[str, Any] = {}
     for e, rids in by_entry.items():
