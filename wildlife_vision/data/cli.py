@@ -313,6 +313,15 @@ def _parse_map(items: Optional[Sequence[str]], flag: str) -> dict:
     return out
 
 
+def _ls_maps(args):
+    """--config, --label-map and --map of the Label Studio commands -> (config or None, choice map, --map items)."""
+    from wildlife_vision.data.labelstudio_config import read_config, read_label_map
+
+    config = read_config(args.config) if args.config else None
+    choice_map = read_label_map(args.label_map) if args.label_map else {}
+    return config, choice_map, _parse_map(args.map, "--map")
+
+
 def cmd_ls_import(args) -> int:
     from wildlife_vision.data.labelstudio import LabelStudioError, import_labelstudio
     from wildlife_vision.data.manifest import write_manifest
@@ -322,37 +331,50 @@ def cmd_ls_import(args) -> int:
     if Path(args.output).exists() and not args.force:
         return _err("labelstudio-import", f"{args.output} exists; pass --force to replace it")
     try:
+        config, choice_map, items = _ls_maps(args)
         res = import_labelstudio(args.export, args.output, image_root=args.image_root,
                                  labels=_parse_by([args.labels] if args.labels else None) or None, policy=args.policy,
-                                 label_map=_parse_map(args.map, "--map"), none_choices=args.none_choice or (),
+                                 label_map={**choice_map, **items}, none_choices=args.none_choice or (),
                                  from_name=args.from_name, image_key=args.image_key,
-                                 strip_prefixes=args.strip_prefix or (), empty_means_none=args.empty_means_none)
+                                 strip_prefixes=args.strip_prefix or (), empty_means_none=args.empty_means_none,
+                                 config=config, use_ground_truth=not args.no_ground_truth)
     except (LabelStudioError, ValueError, OSError) as e:
         return _err("labelstudio-import", str(e))
+    s = res.summary()
+    if not res.rows and s.get("tasks"):
+        for p in res.problems[:20]:
+            print(f"  {p}", file=sys.stderr)
+        why = ", ".join(f"{k}: {v}" for k, v in res.counts.items() if v and k != "tasks")
+        return _err("labelstudio-import", f"no task of {s['tasks']} could be imported ({why}); nothing was written")
     try:
         write_manifest(args.output, res.fieldnames, res.rows)
     except OSError as e:
         return _unwritable("labelstudio-import", args.output, e)
-    s = res.summary()
     if args.json:
-        print(json.dumps({"output": args.output, **s}, indent=1))
+        print(json.dumps({"output": args.output, **s}, indent=1, ensure_ascii=False))
     else:
-        print(f"{s['rows']} rows written to {args.output} from {s.get('tasks', 0)} tasks")
+        print(f"{s['rows']} rows written to {args.output} from {s.get('tasks', 0)} tasks "
+              f"({res.export_format} export, control {res.from_name!r})")
         for k, v in s.items():
-            if k not in ("rows", "problems", "tasks", "imported") and v:
+            if k not in ("rows", "problems", "tasks", "imported", "notes", "format", "from_name") and v:
                 print(f"  {k}: {v}")
+        for n in res.notes:
+            print(f"  note: {n}", file=sys.stderr)
         for p in res.problems[:20]:
             print(f"  {p}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_ls_export(args) -> int:
-    from wildlife_vision.data.labelstudio import LabelStudioError, parse_thresholds, predictions_to_tasks, read_prediction_records
+    from wildlife_vision.data.labelstudio import (AUTO, LabelStudioError, parse_thresholds, predictions_to_tasks,
+                                                  read_prediction_records)
     from wildlife_vision.data.manifest import atomic_write_text
 
     if not Path(args.predictions).is_file():
         return _err("labelstudio-export", f"predictions file not found: {args.predictions}")
+    image_root = args.image_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or None
     try:
+        config, choice_map, items = _ls_maps(args)
         thresholds = {}
         if args.model:
             from wildlife_vision.errors import ModelLoadError
@@ -363,11 +385,14 @@ def cmd_ls_export(args) -> int:
             except ModelLoadError as e:
                 return _err("labelstudio-export", f"--model: {e}")
         thresholds.update(parse_thresholds(args.thresholds))
+        if args.default_threshold is not None and not 0.0 <= args.default_threshold <= 1.0:
+            raise ValueError(f"--default-threshold must be in [0, 1], got {args.default_threshold}")
         records, counts = read_prediction_records(args.predictions)
         res = predictions_to_tasks(records, thresholds, default_threshold=args.default_threshold,
-                                   image_root=args.image_root, url_prefix=args.url_prefix, from_name=args.from_name,
-                                   to_name=args.to_name, none_choice=args.none_choice or None,
-                                   label_map=_parse_map(args.map, "--map"), limit=args.limit)
+                                   image_root=image_root, url_prefix=args.url_prefix, config=config,
+                                   from_name=args.from_name, to_name=args.to_name,
+                                   none_choice=AUTO if args.none_choice is None else args.none_choice,
+                                   label_map=items, choice_map=choice_map, limit=args.limit)
     except (LabelStudioError, ValueError, OSError) as e:
         return _err("labelstudio-export", str(e))
     res.counts.update(counts)
@@ -377,11 +402,14 @@ def cmd_ls_export(args) -> int:
         return _unwritable("labelstudio-export", args.output, e)
     c = dict(res.counts)
     if args.json:
-        print(json.dumps({"output": args.output, "thresholds": thresholds, **c}, indent=1))
+        print(json.dumps({"output": args.output, "thresholds": thresholds, "image_root": image_root,
+                          "choices": res.choices, **c}, indent=1, ensure_ascii=False))
     else:
-        print(f"{c.get('tasks', 0)} tasks written to {args.output}, most uncertain first"
-              + (f" (thresholds: {', '.join(f'{k}={v:g}' for k, v in sorted(thresholds.items()))}; others "
-                 f"{args.default_threshold:g})" if thresholds else f" (threshold {args.default_threshold:g} for every label)"))
+        th = ", ".join(f"{k}={v:g}" for k, v in sorted(thresholds.items()))
+        if args.default_threshold is not None:
+            th = f"{th}; others {args.default_threshold:g}" if th else f"{args.default_threshold:g} for every label"
+        print(f"{c.get('tasks', 0)} tasks written to {args.output}, most uncertain first (thresholds: {th or 'none'})")
+        print(f"  choices: {', '.join(f'{k} -> {v}' for k, v in sorted(res.choices.items()))}")
         for k, v in sorted(c.items()):
             if k != "tasks" and v:
                 print(f"  {k}: {v}")
@@ -462,22 +490,34 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("labelstudio-import", help="Label Studio JSON export (choices) -> manifest",
-                       description="Turn a Label Studio JSON or JSON_MIN export of an image classification project "
-                                   "(choices) into a manifest. Cancelled annotations are skipped; with several "
-                                   "annotations --policy picks the latest or the per-label majority.")
+    p = sub.add_parser("labelstudio-import", help="Label Studio export (JSON, JSON_MIN or CSV; Choices) -> manifest",
+                       description="Turn a Label Studio JSON, JSON_MIN or CSV export of an image classification "
+                                   "project (one Choices control) into a manifest, one row per task. Cancelled and rejected "
+                                   "annotations are dropped; ground-truth annotations decide; otherwise --policy "
+                                   "picks the latest or the per-label majority. Choices that map to no label stop "
+                                   "the import (exit 2) with the list. See docs/data-curation.md.")
     p.add_argument("export", metavar="EXPORT.json")
     p.add_argument("--output", "-o", required=True, metavar="MANIFEST.csv")
+    p.add_argument("--config", metavar="PROJECT.xml",
+                   help="the project's labelling config (Settings > Labeling Interface > Code): which Choices "
+                        "control to read, the Choice aliases, the image field")
+    p.add_argument("--from-name", help="the Choices control with the labels (default: the only one)")
+    p.add_argument("--label-map", metavar="FILE", help="Choice -> label: JSON object or CHOICE=LABEL lines "
+                                                      "(needed for non-ASCII Choice values without an alias)")
+    p.add_argument("--map", action="append", metavar="CHOICE=LABEL", help="rename a choice (repeatable; over "
+                                                                          "--label-map)")
     p.add_argument("--image-root", metavar="DIR",
                    help="folder that /data/local-files/?d= paths (LOCAL_FILES_DOCUMENT_ROOT) and /data/upload/ files "
                         "(Label Studio's media folder) are under")
-    p.add_argument("--labels", metavar="A,B,...", help="allowed labels; tasks with other choices are skipped")
-    p.add_argument("--policy", choices=("latest", "majority"), default="latest")
-    p.add_argument("--map", action="append", metavar="CHOICE=LABEL", help="rename a choice (repeatable)")
+    p.add_argument("--labels", metavar="A,B,...", help="allowed labels; tasks with other labels are skipped")
+    p.add_argument("--policy", choices=("latest", "majority"), default="latest",
+                   help="several annotations and no ground truth: the latest, or each label more than half chose")
+    p.add_argument("--no-ground-truth", action="store_true",
+                   help="treat ground-truth annotations like the others (default: they decide)")
     p.add_argument("--none-choice", action="append", metavar="CHOICE",
                    help="extra choice text meaning 'none of the classes' (besides none, no wildlife product, ...)")
-    p.add_argument("--from-name", help="only use this choices control (from_name)")
-    p.add_argument("--image-key", help="task data field with the image (default: image, or the first image URL)")
+    p.add_argument("--image-key", help="task data field with the image (default: from --config, image, or the "
+                                       "first image URL)")
     p.add_argument("--strip-prefix", action="append", metavar="URL_PREFIX",
                    help="remote URLs starting with this map to paths under --image-root (repeatable)")
     p.add_argument("--empty-means-none", action="store_true",
@@ -488,20 +528,29 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("labelstudio-export", help="predictions -> Label Studio tasks with pre-annotations, uncertain first",
                        description="Turn `wildlife-vision predict` records (JSONL or CSV) into Label Studio tasks with "
-                                   "predictions, sorted so that the photos closest to a threshold come first.")
+                                   "predictions in the project's Choice values, sorted so that the photos closest "
+                                   "to a threshold come first. See docs/data-curation.md.")
     p.add_argument("predictions", metavar="PREDICTIONS.jsonl")
     p.add_argument("--output", "-o", required=True, metavar="TASKS.json")
-    p.add_argument("--model", metavar="MODEL.onnx", help="take the thresholds from this model's metadata")
+    p.add_argument("--model", metavar="MODEL.onnx", help="take the thresholds from this model's metadata (the model "
+                                                         "that wrote the predictions)")
     p.add_argument("--thresholds", metavar="LABEL=T,...", help="thresholds (override --model)")
-    p.add_argument("--default-threshold", type=float, default=0.5, help="for labels without one (default 0.5)")
-    p.add_argument("--image-root", metavar="DIR", help="make image paths relative to this folder (Label Studio's "
-                                                       "LOCAL_FILES_DOCUMENT_ROOT)")
+    p.add_argument("--default-threshold", type=float, metavar="T",
+                   help="for labels with no threshold from --model/--thresholds (default: such labels are an error)")
+    p.add_argument("--config", metavar="PROJECT.xml",
+                   help="the project's labelling config (default: the documented config in docs/data-curation.md)")
+    p.add_argument("--label-map", metavar="FILE", help="the import's Choice -> label file, used in reverse")
+    p.add_argument("--map", action="append", metavar="LABEL=CHOICE", help="label -> Choice value (repeatable)")
+    p.add_argument("--image-root", metavar="DIR", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: local paths are "
+                                                       "written relative to it (default: "
+                                                       "$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; needed for local "
+                                                       "paths unless --url-prefix '')")
     p.add_argument("--url-prefix", default="/data/local-files/?d=",
                    help="prefix for local paths (default /data/local-files/?d=; '' for plain paths)")
-    p.add_argument("--from-name", default="label", help="the Choices control name in the labeling config")
-    p.add_argument("--to-name", default="image", help="the Image object name in the labeling config")
-    p.add_argument("--none-choice", default="none", help="choice for photos with no flagged label ('' for none)")
-    p.add_argument("--map", action="append", metavar="LABEL=CHOICE", help="label -> choice text (repeatable)")
+    p.add_argument("--from-name", help="the Choices control (default: the config's only one)")
+    p.add_argument("--to-name", help="the Image object (default: the control's toName)")
+    p.add_argument("--none-choice", help="Choice for photos with no flagged label (default: the config's 'none' "
+                                         "Choice; '' for an empty prediction)")
     p.add_argument("--limit", type=int, metavar="N", help="keep only the N most uncertain")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls_export)
