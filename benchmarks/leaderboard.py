@@ -5,7 +5,7 @@
 
 One command, resumable: each (entry, seed) trains into ``runs/leaderboard/NAME-sSEED`` (an interrupted training
 continues with ``--resume``), is exported to ``NAME-sSEED.onnx`` and leaves a record in
-``docs/results/leaderboard/runs/NAME-sSEED.json`` (committed; the weights are not). Runs whose record exists and
+``docs/results/leaderboard/records/NAME-sSEED.json`` (committed; the weights are not). Runs whose record exists and
 matches the declared budget and args are not redone; a record made with another budget is refused, so a board
 never mixes recipes. Jobs go round-robin over seeds (seed 1 of every entry first), so a partial board is already
 useful. ``--stop-after MIN`` starts no new training after that many minutes (a session can end cleanly).
@@ -83,7 +83,7 @@ def do_job(cfg: Dict[str, Any], job: Dict[str, Any], dry: bool) -> Optional[Dict
     from wildlife_vision.data.manifest import atomic_write_text, file_sha256
     from wildlife_vision.metadata import read_model_metadata
 
-    runs, results = REPO / cfg["runs"], REPO / cfg["results"] / "runs"
+    runs, results = REPO / cfg["runs"], REPO / cfg["results"] / "records"
     runs.mkdir(parents=True, exist_ok=True)
     results.mkdir(parents=True, exist_ok=True)
     run, model, record = runs / job["id"], runs / f"{job['id']}.onnx", results / f"{job['id']}.json"
@@ -143,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     start, started = time.time(), 0
     done: List[Dict[str, Any]] = []
     for job in jobs(cfg):
-        record = REPO / cfg["results"] / "runs" / f"{job['id']}.json"
+        record = REPO / cfg["results"] / "records" / f"{job['id']}.json"
         fresh = not record.exists()
         if fresh and (args.report_only or (args.max_runs is not None and started >= args.max_runs)
                       or (args.stop_after is not None and (time.time() - start) / 60 > args.stop_after)):

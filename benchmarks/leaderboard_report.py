@@ -200,6 +200,6 @@ def to_markdown(board: Mapping[str, Any], labels: Sequence[str]) -> str:
     lines += ["", "## Reproduce", "", "```bash", "pip install -e '.[train,eval]'",
               "python benchmarks/leaderboard.py            # trains what is missing (resumable), then writes this page",
               "python benchmarks/leaderboard.py --report-only   # the page from the finished runs", "```", "",
-              "Per-run records (config hash, training time, val figures): `docs/results/leaderboard/runs/`; the "
+              "Per-run records (config hash, training time, val figures): `docs/results/leaderboard/records/`; the "
               "board's numbers: `docs/results/leaderboard/board.json`. Weights are not committed.", ""]
     return "\n".join(lines)
