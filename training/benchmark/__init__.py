@@ -1,6 +1,6 @@
 """`wildlife-vision benchmark`: how fast photos go from JPEG files on disk to scores, on this machine.
 
-One run measures, for torch eager (when installed), onnxruntime fp32 and onnxruntime INT8:
+One run measures, for the torch baselines (competent: DataLoader workers, channels-last, inference mode; naive), when installed, onnxruntime fp32 and onnxruntime INT8:
 
 * end-to-end photos/s from JPEG files (read + decode + preprocess + inference), for onnxruntime through
   ``Model.predict_iter`` with the best number of decoding threads, for torch through the plain path a typical

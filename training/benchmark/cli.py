@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Measure photos/s from JPEG files to scores (decode + preprocess + inference), model-only photos/s at several
-batch sizes, one-photo latency and peak memory for torch eager (when installed), onnxruntime fp32 and
+batch sizes, one-photo latency and peak memory for two torch baselines, competent and naive (when installed), onnxruntime fp32 and
 onnxruntime INT8, on real photos (../shared/data/wildtrade-v1 when present, else --data, else generated),
 plus training photos/s of a plain torch loop vs ours. Prints a table with the speed and accuracy targets
 and writes JSON (--json). Each configuration runs in a fresh subprocess. See docs/benchmark.md.
@@ -60,9 +60,9 @@ def register(subparsers: Any) -> None:
                    help="photos timed one at a time for the latency percentiles (default 100)")
     p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="end-to-end passes per setting; the fastest counts (default 1)")
-    p.add_argument("--no-torch", action="store_true", help="skip torch eager and the training comparison")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch baselines and the training comparison")
     p.add_argument("--torch-weights", metavar="RUN_DIR|best.pt",
-                   help="weights for torch eager (default: random; speed does not depend on them)")
+                   help="weights for both torch baselines (default: random; speed does not depend on them)")
     p.add_argument("--calib-photos", type=int, default=128, metavar="N",
                    help="calibration photos for --quantize (default 128)")
     t = p.add_argument_group("training throughput (needs torch)")

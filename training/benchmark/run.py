@@ -110,13 +110,17 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                 "latency_photos": min(args.latency_photos, len(photos.paths)), "e2e_batch_size": args.e2e_batch_size,
                 "repeats": args.repeats}
         configs: Dict[str, Dict[str, Any]] = {}
-        if torch_missing:
-            configs["torch_eager"] = {"skipped": torch_missing}
-        else:
-            log.info("measuring torch eager")
-            configs["torch_eager"] = run_worker("torch", {
-                **base, "worker": "torch", "backbone": meta.backbone, "labels": labels,
-                "preprocess": meta.preprocess.to_dict(), "weights": args.torch_weights}, workdir)
+        # the torch baselines: the competent one (the one the targets use) and the naive one (key torch_eager, as
+        # before the competent one existed)
+        for key, style in (("torch_competent", "competent"), ("torch_eager", "naive")):
+            if torch_missing:
+                configs[key] = {"skipped": torch_missing}
+                continue
+            log.info("measuring %s", CONFIG_NAMES[key])
+            configs[key] = run_worker(f"torch_{style}", {
+                **base, "worker": "torch", "style": style, "backbone": meta.backbone, "labels": labels,
+                "preprocess": meta.preprocess.to_dict(), "weights": args.torch_weights, "threads": threads,
+                "decode_workers": args.decode_workers}, workdir)
         log.info("measuring onnxruntime fp32")
         configs["ort_fp32"] = run_worker("ort_fp32", {**base, "worker": "ort", "model": str(model_path),
                                                        "threads": threads, "decode_workers": args.decode_workers},
