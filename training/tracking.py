@@ -23,7 +23,6 @@ must never cost a long run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -557,11 +556,9 @@ def _first_line(e: BaseException) -> str:
 # ---- the exported model in the registry ------------------------------------------------------------------
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from wildlife_vision.data.manifest import file_sha256  # the one file hash
+
+    return file_sha256(Path(path))
 
 
 def model_version_tags(meta: Any, sha256: str, path: Path) -> Dict[str, str]:
