@@ -144,6 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     done: List[Dict[str, Any]] = []
     for job in jobs(cfg):
         record = REPO / cfg["results"] / "records" / f"{job['id']}.json"
+        if args.report_only and not (REPO / cfg["runs"] / f"{job['id']}.onnx").exists():
+            continue  # the board needs the model file; without it (a new machine) only a full run retrains it
         fresh = not record.exists()
         if fresh and (args.report_only or (args.max_runs is not None and started >= args.max_runs)
                       or (args.stop_after is not None and (time.time() - start) / 60 > args.stop_after)):

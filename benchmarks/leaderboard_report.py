@@ -186,8 +186,14 @@ def to_markdown(board: Mapping[str, Any], labels: Sequence[str]) -> str:
         lines.append(f"- **{p['b']}** vs **{p['a']}**: macro AP {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, "
                      f"{d['ci95'][1]:+.3f}]: {verdict}. Per label: {per}.")
     n_cmp = len(board["pairs"]) * (len(labels) + 1)
+    one_seed = [name for name, e in board["entries"].items() if len(e["seeds"]) < 2]
     lines += ["", f"{n_cmp} comparisons are made above, so at 95% about {0.05 * n_cmp:.1f} could look real by chance. "
-              "With two or three seeds per entry the seed level of the bootstrap is coarse.", "",
+              "With two or three seeds per entry the seed level of the bootstrap is coarse"
+              + (f"; {', '.join(one_seed)} so far ha{'s' if len(one_seed) == 1 else 've'} one seed, so "
+                 "its interval carries the test photos' sampling only, not the seed-to-seed variation, and a "
+                 "difference called real there may not survive more seeds" if one_seed else "") + ". Training "
+              "minutes are wall time on a shared machine whose load changed between runs: they are not a speed "
+              "comparison.", "",
               "## Every run", "", "| run | macro AP | " + " | ".join(f"{lab} AP [95%] (P / R at its threshold)"
                                                           for lab in labels) + " | photos/s | training min |",
               "|---|---|" + "---|" * len(labels) + "---|---|"]
