@@ -44,3 +44,18 @@ def entry_points_in(group: str) -> List[Any]:
     for ep in eps:
         seen.setdefault(ep.name, ep)
     return list(seen.values())
+
+
+def fraction_arg(name: str, low_open: bool = True, high_open: bool = False):
+    """An argparse ``type`` for a number in (0, 1] (``low_open``/``high_open`` choose the open ends)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        ok = (v > 0.0 if low_open else v >= 0.0) and (v < 1.0 if high_open else v <= 1.0)
+        if not ok:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, got {text}")
+        return v
+    return parse

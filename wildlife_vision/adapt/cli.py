@@ -24,25 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..cli_common import HelpFormatter, fail, wrap
+from ..cli_common import HelpFormatter, fail, fraction_arg, wrap
 from ..exitcodes import EXIT_FAILURE, EXIT_MISSING_EXTRA, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MissingExtraError
 
 #: scores of the parent's labels in the adapted file may differ from the parent's by at most this
 OLD_SCORE_TOLERANCE = 1e-6
 #: new labels' scores from the file against the fitted heads' scores computed in numpy
 NEW_SCORE_TOLERANCE = 1e-5
-
-
-def _fraction(name: str, high_open: bool = False):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not (0.0 < v and (v < 1.0 if high_open else v <= 1.0)):
-            raise argparse.ArgumentTypeError(f"{name} must be in (0, 1{')' if high_open else ']'}, got {text}")
-        return v
-    return parse
 
 
 def _label_list(text: str) -> List[str]:
@@ -83,11 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="new labels to add (default: the manifest's labels the model does not have)")
     p.add_argument("--refit", action="append", default=[], metavar="LABEL",
                    help="refit this existing label's head on the manifest (repeatable); its column is replaced")
-    p.add_argument("--target-precision", type=_fraction("--target-precision"), default=0.95, metavar="P",
+    p.add_argument("--target-precision", type=fraction_arg("--target-precision"), default=0.95, metavar="P",
                    help="precision each new label's flags must reach on val")
-    p.add_argument("--prevalence", type=_fraction("--prevalence", high_open=True), default=None, metavar="PI",
+    p.add_argument("--prevalence", type=fraction_arg("--prevalence", high_open=True), default=None, metavar="PI",
                    help="reach the target at this base rate instead of the val sample's own")
-    p.add_argument("--review-recall", type=_fraction("--review-recall"), default=0.95, metavar="R",
+    p.add_argument("--review-recall", type=fraction_arg("--review-recall"), default=0.95, metavar="R",
                    help="flags plus the review band reach this val recall")
     p.add_argument("--C", dest="cs", type=_cs, default=list(DEFAULT_CS), metavar="C1,C2",
                    help="inverse L2 strengths tried by cross-validation (on standardised features); "

@@ -14,22 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..cli_common import HelpFormatter, fail, wrap
+from ..cli_common import HelpFormatter, fail, fraction_arg, wrap
 from ..exitcodes import EXIT_FAILURE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
-
-def _fraction(name: str, low_open: bool = True, high_open: bool = False):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        ok = (v > 0.0 if low_open else v >= 0.0) and (v < 1.0 if high_open else v <= 1.0)
-        if not ok:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, got {text}")
-        return v
-    return parse
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -51,12 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL.onnx", help="model exported by `wildlife-vision export` (or calibrated)")
     p.add_argument("--data", required=True, metavar="MANIFEST", help="labelled manifest CSV or folder-per-label tree")
     p.add_argument("--split", default="val", help="manifest split to calibrate on (train, val, test), or 'all'")
-    p.add_argument("--target-precision", required=True, type=_fraction("--target-precision"), metavar="P",
+    p.add_argument("--target-precision", required=True, type=fraction_arg("--target-precision"), metavar="P",
                    help="precision each label's flags must reach, e.g. 0.95")
-    p.add_argument("--prevalence", type=_fraction("--prevalence", high_open=True), default=None, metavar="PI",
+    p.add_argument("--prevalence", type=fraction_arg("--prevalence", high_open=True), default=None, metavar="PI",
                    help="reach the target at this base rate (share of positive listings, e.g. 0.001) instead of "
                         "at the sample's own share of positives")
-    p.add_argument("--review-recall", type=_fraction("--review-recall"), default=0.95, metavar="R",
+    p.add_argument("--review-recall", type=fraction_arg("--review-recall"), default=0.95, metavar="R",
                    help="flags plus the review band below the threshold reach this recall")
     p.add_argument("--probability", choices=("none", "temperature", "isotonic"), default="none",
                    help="fit a per-label map making the scores calibrated probabilities (stored in the file and "
