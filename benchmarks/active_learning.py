@@ -102,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def plot(result, path: Path) -> None:
+    from learning_curve import mean_band
+
     try:
         import matplotlib
 
@@ -112,13 +114,8 @@ def plot(result, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for strategy, colour in (("select", "tab:green"), ("random", "tab:grey")):
         rr = [r for r in result["rows"] if r["strategy"] == strategy and r["test_ap"] is not None]
-        xs = sorted({r["labels"] for r in rr})
-        mean = [np.mean([r["test_ap"] for r in rr if r["labels"] == k]) for k in xs]
-        lo = [min(r["test_ap"] for r in rr if r["labels"] == k) for k in xs]
-        hi = [max(r["test_ap"] for r in rr if r["labels"] == k) for k in xs]
         name = "select_for_review (uncertainty + diversity)" if strategy == "select" else "random"
-        ax.plot(xs, mean, "o-", color=colour, label=f"{name}: mean of {result['seeds']} seeds (band: min-max)")
-        ax.fill_between(xs, lo, hi, color=colour, alpha=0.15)
+        mean_band(ax, rr, "labels", "test_ap", colour, f"{name}: mean of {result['seeds']} seeds (band: min-max)")
     ax.set_xlabel("labels spent (photos a reviewer labelled)")
     ax.set_ylabel("test AP")
     ax.set_title(f"'{result['label']}' from a pool of {result['pool_size']} unlabelled photos", fontsize=9)

@@ -41,7 +41,8 @@ def _ap(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def score_runs(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], repo: Path):
-    """Score every run's model on the board's split (cached per model sha256); keep the photos all of them read."""
+    """Score every run's model on the board's split (cached per model sha256); keep the photos all of them read.
+    Returns targets, {run: scores}, groups, how many photos were dropped and the manifest's sha256."""
     from wildlife_vision import load_model
     from wildlife_vision.data.manifest import read_manifest, targets_for
     from wildlife_vision.evaluation.evaluate import group_ids, score_onnx, select_split
@@ -52,22 +53,19 @@ def score_runs(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], rep
     cache = repo / cfg["runs"] / "scores"
     cache.mkdir(parents=True, exist_ok=True)
     scores: Dict[str, Dict[str, float]] = {}
-    meta: Dict[str, Dict[str, Any]] = {}
     for rec in records:
         path = cache / f"{rec['id']}-{rec['model_sha256'][:12]}-{cfg['split']}.json"
-        model = load_model(repo / rec["model_file"])
-        meta[rec["id"]] = {"thresholds": model.thresholds}
         if path.exists():
             scores[rec["id"]] = json.loads(path.read_text())
             continue
-        s, kept, _ = score_onnx(model, samples, workers=2)
+        s, kept, _ = score_onnx(load_model(repo / rec["model_file"]), samples, workers=2)
         scores[rec["id"]] = {k.image: [float(v) for v in row] for k, row in zip(kept, s)}
         path.write_text(json.dumps(scores[rec["id"]]))
     common = [s for s in samples if all(s.image in scores[r["id"]] for r in records)]
     y = targets_for(common, labels).astype(bool)
     mats = {r["id"]: np.asarray([scores[r["id"]][s.image] for s in common], dtype=np.float64) for r in records}
     groups = group_ids(common)
-    return y, mats, groups, meta, common, len(samples) - len(common), man.sha256
+    return y, mats, groups, len(samples) - len(common), man.sha256
 
 
 def entry_bootstrap(y: np.ndarray, mats: Mapping[str, np.ndarray], by_entry: Mapping[str, List[str]],
@@ -98,7 +96,7 @@ def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], to
     from wildlife_vision.evaluation.compare import compare_models
 
     labels = list(cfg["labels"])
-    y, mats, groups, _, common, dropped, manifest_sha = score_runs(cfg, records, repo)
+    y, mats, groups, dropped, manifest_sha = score_runs(cfg, records, repo)
     order = [e["name"] for e in cfg["entries"]]
     by_entry = {e: [r["id"] for r in records if r["entry"] == e] for e in order}
     by_entry = {e: v for e, v in by_entry.items() if v}

@@ -172,6 +172,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def mean_band(ax, rows: List[Dict[str, Any]], x: str, y: str, colour: str, label: str) -> None:
+    """Plot the mean of ``y`` over rows sharing ``x`` as a line, and their min-max as a band."""
+    xs = sorted({r[x] for r in rows})
+    vals = [[r[y] for r in rows if r[x] == v] for v in xs]
+    ax.plot(xs, [np.mean(v) for v in vals], "o-", color=colour, label=label)
+    ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=colour, alpha=0.15)
+
+
 def plot(result: Dict[str, Any], path: Path) -> None:
     try:
         import matplotlib
@@ -183,12 +191,7 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for cond, colour in (("random", "tab:blue"), ("lookalike", "tab:orange")):
         rows = [r for r in result["rows"] if r["condition"] in (cond, "all")]
-        ks = sorted({r["k"] for r in rows})
-        mean = [np.mean([r["ap"] for r in rows if r["k"] == k]) for k in ks]
-        lo = [min(r["ap"] for r in rows if r["k"] == k) for k in ks]
-        hi = [max(r["ap"] for r in rows if r["k"] == k) for k in ks]
-        ax.plot(ks, mean, "o-", color=colour, label=f"adapt, {cond} negatives (mean; band: min-max of draws)")
-        ax.fill_between(ks, lo, hi, color=colour, alpha=0.15)
+        mean_band(ax, rows, "k", "ap", colour, f"adapt, {cond} negatives (mean; band: min-max of draws)")
     for i, ref in enumerate(sorted(result["references"], key=lambda r: r["ap"])):
         ax.axhline(ref["ap"], color="grey", ls="--", lw=1)
         ax.annotate(f"full fine-tune {ref['name']} {ref['version']}: AP {ref['ap']:.3f}", (0.02, ref["ap"]),
