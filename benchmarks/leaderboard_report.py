@@ -50,7 +50,7 @@ def score_runs(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], rep
     labels = list(cfg["labels"])
     man = read_manifest(repo / cfg["data"], labels=labels, check_images=False, for_training=False)
     samples = select_split(man.samples, cfg["split"])
-    cache = repo / cfg["runs"] / "scores"
+    cache = repo / cfg["results"] / "scores"  # committed: the board can be rebuilt without retraining
     cache.mkdir(parents=True, exist_ok=True)
     scores: Dict[str, Dict[str, float]] = {}
     for rec in records:

@@ -28,7 +28,7 @@ def test_labelled_photos_push_the_pick_elsewhere():
     a, b = rng.normal(size=16), rng.normal(size=16)
     emb = np.stack([a + 0.01 * rng.normal(size=16) for _ in range(10)] + [b + 0.01 * rng.normal(size=16) for _ in range(10)])
     scores = np.full(20, 0.5)
-    (first,) = select_for_review(scores, 0.5, emb, 1, candidates=20, labelled=emb[:3])
+    (first,) = select_for_review(scores, 0.5, emb, 1, candidates=20, labelled=emb[:3], diversity="kcenter")
     assert first >= 10, "the cluster already labelled is not picked again first"
 
 

@@ -423,7 +423,7 @@ def cmd_ls_export(args) -> int:
 
 def register(subparsers) -> None:
     data = subparsers.add_parser(
-        "data", help="labelled-photo intake: dedup, leakage-safe splits, checks, stats, Label Studio",
+        "data", help="labelled-photo intake: dedup, leakage-safe splits, checks, stats, Label Studio, active selection",
         description="Curate labelled photos before training: find exact and near-duplicate photos, assign splits "
                     "that no duplicate group (or seller, listing, any column) crosses, check manifests for "
                     "cross-split leaks, print statistics, and exchange labels with Label Studio. "
@@ -554,6 +554,10 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="keep only the N most uncertain")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls_export)
+
+    from wildlife_vision.data.cli_select import add_parser as add_select
+
+    add_select(sub)
 
 
 __all__ = ["register", "default_cache_path"]

@@ -42,8 +42,10 @@ from wildlife_vision.data.manifest import join_labels
 POLICIES = ("latest", "majority")
 PREDICTION_SCHEMA = "wildlife-vision/prediction/v1"
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
-#: task data fields written by :func:`predictions_to_tasks` (model outputs): never imported as manifest columns
-MODEL_DATA_FIELDS = frozenset({"input", "uncertainty_rank", "margin", "closest_label", "flagged"})
+#: task data fields written by :func:`predictions_to_tasks` and `data select` (model outputs): never imported as
+#: manifest columns
+MODEL_DATA_FIELDS = frozenset({"input", "uncertainty_rank", "margin", "closest_label", "flagged", "selected_for",
+                               "selection_rank"})
 MODEL_DATA_PREFIXES = ("score_",)
 #: JSON_MIN / CSV keys that describe the annotation, not the task
 _MIN_META = ("id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time")
