@@ -44,6 +44,9 @@ class ModelMetadata:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     #: the class-activation-map output, when the graph has one: {"output": "cam", "method": "cam", ...}
     heatmap: Mapping[str, Any] = field(default_factory=dict)
+    #: other execution profiles' operating points ({"bf16": {"runtime": "openvino", "thresholds": ...}}; see
+    #: wildlife_vision.profiles); the top-level thresholds are the file's own profile (fp32, or int8 for a twin)
+    profiles: Mapping[str, Any] = field(default_factory=dict)
     package_version: str = ""
     created: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -58,8 +61,10 @@ class ModelMetadata:
         d["training"] = dict(self.training)
         d["metrics"] = dict(self.metrics)
         d["heatmap"] = dict(self.heatmap)
-        if not d["heatmap"]:  # files without the output keep the metadata they always had
-            del d["heatmap"]
+        d["profiles"] = {k: dict(v) for k, v in self.profiles.items()}
+        for key in ("heatmap", "profiles"):  # files without them keep the metadata they always had
+            if not d[key]:
+                del d[key]
         return d
 
     def to_json(self) -> str:
@@ -118,11 +123,16 @@ class ModelMetadata:
                 if not isinstance(data[key], str):
                     raise MetadataError(f"'{key}' must be a string")
                 kwargs[key] = data[key]
-        for key in ("calibration", "training", "metrics", "heatmap"):
+        for key in ("calibration", "training", "metrics", "heatmap", "profiles"):
             if key in data:
                 if not isinstance(data[key], dict):
                     raise MetadataError(f"'{key}' must be a JSON object")
                 kwargs[key] = data[key]
+        for name, entry in (kwargs.get("profiles") or {}).items():
+            if not isinstance(entry, dict):
+                raise MetadataError(f"profile '{name}' must be a JSON object")
+            if "thresholds" in entry:
+                _float_map(entry["thresholds"], f"profiles.{name}.thresholds", labels)
         return cls(labels=tuple(labels), thresholds=thresholds, review_bands=bands, preprocess=pre,
                    schema_version=version, **kwargs)
 

@@ -26,6 +26,8 @@ from .errors import EmbeddingUnavailable, ImageDecodeError, MetadataError, Model
 from .evaluation.probability import ScoreMap, ScoreMapError, score_maps
 from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .explain import Explanation
+from .profiles import SPECS, Choice, choose_profile, own_profile
+from .sessions import OpenVINOSession, onnxruntime_session
 from .preprocess import ImageInput, PreprocessConfig, crop_box, load_image, normalize, resize_and_crop
 
 log = logging.getLogger(__name__)
@@ -202,9 +204,7 @@ class Model:
     """A wildlife_vision ONNX model ready to score photos. Create it with :func:`load_model`."""
 
     def __init__(self, path: PathLike, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
-                 batch_size: int = 32, draft: Optional[bool] = None):
-        import onnxruntime as ort
-
+                 batch_size: int = 32, draft: Optional[bool] = None, profile: Optional[Choice] = None):
         self.path = Path(path)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
@@ -222,6 +222,14 @@ class Model:
         # the cheap checks first: not ONNX / truncated / no or bad metadata, before building a session
         props = scan_onnx(data, source=str(self.path))
         self.metadata: ModelMetadata = read_onnx_metadata(props, source=str(self.path))
+        #: the execution profile that scores (wildlife_vision.profiles): its name, runtime and precision
+        self.profile_choice = profile or Choice(own_profile(self.metadata), "onnxruntime",
+                                                SPECS[own_profile(self.metadata)].precision, self.path)
+        entry = self.profile_choice.entry
+        if entry.get("thresholds"):  # another profile's own operating point replaces the file's
+            bands = {lab: tuple(entry.get("review_bands", {}).get(lab, (t, t))) for lab, t in entry["thresholds"].items()}
+            self.metadata = dataclasses.replace(self.metadata, thresholds=dict(entry["thresholds"]), review_bands=bands)
+        draft = entry.get("draft", draft) if draft is None else draft
         if draft is not None and bool(draft) != self.metadata.preprocess.draft:
             self.metadata = dataclasses.replace(
                 self.metadata, preprocess=dataclasses.replace(self.metadata.preprocess, draft=bool(draft)))
@@ -231,26 +239,12 @@ class Model:
         except ScoreMapError as e:
             raise MetadataError(f"{self.path}: the score calibration in its metadata is invalid ({e}); "
                                 "re-run `wildlife-vision calibrate`") from None
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        chosen = _choose_providers(providers)
-        if not any(p in GPU_PROVIDERS for p in chosen):
-            # idle intra-op threads sleep instead of spinning, leaving the cores to the decoding threads: on 2 cores
-            # end-to-end photos/s went up 4-6% and batch-only photos/s down 7-9% (docs/benchmark.md)
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
-        except Exception as e:  # onnxruntime raises several private exception types
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ModelLoadError(
-                f"{self.path} could not be loaded by onnxruntime (a damaged file, or operators this onnxruntime "
-                f"does not support; try `pip install -U onnxruntime`): {first}") from None
+        if self.profile_choice.runtime == "openvino":
+            chosen: List[str] = []
+            self.session = OpenVINOSession(data, self.profile_choice.precision, threads, str(self.path))
+        else:
+            chosen = _choose_providers(providers)
+            self.session = onnxruntime_session(data, chosen, threads, str(self.path), GPU_PROVIDERS)
         self.providers: List[str] = list(self.session.get_providers())
         self._check_io()
         wanted_gpu = [p for p in chosen if p in GPU_PROVIDERS]
@@ -259,6 +253,11 @@ class Model:
                           f"no GPU?); running on {self.providers[0]} instead", RuntimeWarning, stacklevel=3)
 
     # ---- what the file says about itself -------------------------------------------------------
+    @property
+    def profile(self) -> str:
+        """The execution profile scoring this model (``fp32``, ``int8``, ``bf16``...; see wildlife_vision.profiles)."""
+        return self.profile_choice.name
+
     @property
     def labels(self) -> Tuple[str, ...]:
         return self.metadata.labels
@@ -647,22 +646,40 @@ def _chunks(items: Iterable[Any], names: Optional[Iterable[str]], bs: int) -> It
 
 
 def load_model(path: Optional[PathLike] = None, providers: Optional[Sequence[str]] = None,
-               threads: Optional[int] = None, batch_size: int = 32, draft: Optional[bool] = None) -> Model:
+               threads: Optional[int] = None, batch_size: int = 32, draft: Optional[bool] = None,
+               runtime: Optional[str] = None, precision: Optional[str] = None) -> Model:
     """Load a wildlife_vision ONNX model; with no ``path``, the shipped default model.
 
     ``providers``: onnxruntime execution providers in order of preference (names or short aliases
     ``"cuda"``, ``"cpu"``, ``"tensorrt"``); default is CUDA when available, else CPU. A requested GPU
     provider that is missing or fails to start falls back to CPU with a :class:`RuntimeWarning`;
-    ``model.provider`` says what actually runs. ``threads``: intra-op threads (default: onnxruntime's
+    ``model.provider`` says what actually runs. ``threads``: intra-op threads (default: the runtime's
     choice, one per physical core). ``batch_size``: images per inference call in :meth:`Model.predict`.
     ``draft``: decode large JPEGs at a reduced DCT scale (faster on photos several times the input size, but
-    scores move by up to about 1e-2; default: what the model file says, off for models exported today).
+    scores move by up to about 1e-2; default: what the model file (or its profile) says).
+
+    ``runtime`` (``"onnxruntime"``, ``"openvino"`` or ``"auto"``; None: onnxruntime, or any with ``precision``) and
+    ``precision`` (``"fp32"``, ``"int8"``,
+    ``"bf16"`` or ``"auto"``) choose the execution profile (:mod:`wildlife_vision.profiles`): the default (None)
+    is the file's own profile on onnxruntime, the exact fp32 path for an exported model, identical on every CPU;
+    ``precision="auto"`` takes the fastest profile this CPU supports
+    natively whose own operating point was calibrated and passed its gate. ``model.profile`` names it. A profile
+    without a calibrated operating point raises :class:`~wildlife_vision.profiles.ProfileError`, naming the
+    command that calibrates it.
 
     Raises :class:`~wildlife_vision.errors.ModelLoadError` (missing, not ONNX, truncated, inconsistent) or
     its subclass :class:`~wildlife_vision.errors.MetadataError` (missing, invalid or newer-schema metadata).
     """
-    return Model(default_model_path() if path is None else path, providers=providers, threads=threads,
-                 batch_size=batch_size, draft=draft)
+    path = default_model_path() if path is None else Path(path)
+    choice = None
+    if runtime is not None or precision is not None:
+        from .metadata import read_model_metadata
+
+        if not Path(path).is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        choice = choose_profile(read_model_metadata(path), Path(path), runtime or "auto", precision or "auto")
+    return Model(choice.file if choice else path, providers=providers, threads=threads, batch_size=batch_size,
+                 draft=draft, profile=choice)
 
 
 __all__ = ["Model", "Prediction", "Embedding", "Explanation", "EMBEDDING_OUTPUT", "HEATMAP_OUTPUT", "load_model", "default_model_path", "available_providers", "METADATA_KEY",

@@ -1,0 +1,92 @@
+"""Inference sessions for :class:`~wildlife_vision.model.Model`: onnxruntime (the core) and OpenVINO (the
+``[openvino]`` extra), behind onnxruntime's small interface (``run``, ``get_inputs``, ``get_outputs``,
+``get_providers``), so that the one scoring loop runs on either."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+
+def onnxruntime_session(data: bytes, providers: List[str], threads: Optional[int], source: str,
+                        gpu_providers: Sequence[str]) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    if not any(p in gpu_providers for p in providers):
+        # idle intra-op threads sleep instead of spinning, leaving the cores to the decoding threads: on 2 cores
+        # end-to-end photos/s went up 4-6% and batch-only photos/s down 7-9% (docs/benchmark.md)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(data, sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises several private exception types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ModelLoadError(
+            f"{source} could not be loaded by onnxruntime (a damaged file, or operators this onnxruntime "
+            f"does not support; try `pip install -U onnxruntime`): {first}") from None
+
+
+@dataclass(frozen=True)
+class _Arg:
+    name: str
+    shape: List[Any]
+
+
+class OpenVINOSession:
+    """An OpenVINO CPU model with onnxruntime's session interface. ``precision``: ``fp32`` or ``bf16``
+    (OpenVINO's ``INFERENCE_PRECISION_HINT``); each :meth:`run` uses a new infer request, so concurrent callers
+    do not share state."""
+
+    def __init__(self, data: bytes, precision: str, threads: Optional[int], source: str):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelLoadError("the OpenVINO runtime is not installed: pip install 'wildlife-vision[openvino]'") from None
+        core = ov.Core()
+        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            model = core.read_model(data, b"") if isinstance(data, (bytes, bytearray)) else core.read_model(data)
+            self._compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ModelLoadError(f"{source} could not be compiled by OpenVINO: {first}") from None
+        self.precision = precision
+        got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.inference_precision = "bf16" if "bf16" in got else "fp32"
+        if self.inference_precision != ("bf16" if precision == "bf16" else "fp32"):
+            raise ModelLoadError(f"OpenVINO runs {source} in {got}, not the {precision} that was asked for (and "
+                                 "calibrated); this CPU may lack native support")
+        self._inputs = [_Arg(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
+                        for p in self._compiled.inputs]
+        self._outputs = [_Arg(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
+                         for p in self._compiled.outputs]
+
+    def get_inputs(self) -> List[_Arg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> List[_Arg]:
+        return list(self._outputs)
+
+    def get_providers(self) -> List[str]:
+        return [f"OpenVINO:CPU:{self.precision}"]
+
+    def run(self, names: Sequence[str], feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        request = self._compiled.create_infer_request()
+        request.infer({self._inputs[0].name: np.ascontiguousarray(next(iter(feeds.values())))})
+        return [np.array(request.get_tensor(n).data, copy=True) for n in names]
+
+
+__all__ = ["onnxruntime_session", "OpenVINOSession"]
