@@ -105,8 +105,9 @@ def test_csv_output(setup):
         rows = list(csv.reader(f))
     assert rows[0] == csv_header(["ivory", "live_animal"]) == [
         "input", "error", "error_kind", "flagged", "review", "score_ivory", "score_live_animal", "model",
-        "model_version", "schema"]
+        "model_version", "profile", "schema"]
     body = [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert {r["profile"] for r in body} == {"fp32"}, "every row names the profile that scored it"
     assert len(body) == 7
     broken = next(r for r in body if r["input"].endswith("broken.jpg"))
     assert broken["error_kind"] == "not_an_image" and broken["score_ivory"] == ""

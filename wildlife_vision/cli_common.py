@@ -59,3 +59,14 @@ def fraction_arg(name: str, low_open: bool = True, high_open: bool = False):
                 f"{name} must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, got {text}")
         return v
     return parse
+
+
+def add_profile_options(p: argparse.ArgumentParser) -> None:
+    """--runtime and --precision: the execution profile (see wildlife_vision.profiles and docs/benchmark.md)."""
+    p.add_argument("--runtime", choices=("auto", "onnxruntime", "openvino"), default=None,
+                   help="inference runtime (default: onnxruntime; openvino needs the [openvino] extra)")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8", "bf16"), default=None,
+                   help="execution profile, each with its own calibrated thresholds (default: the model file's own, "
+                        "fp32 for an exported model: exact on every CPU); auto: the fastest profile this CPU "
+                        "supports natively that was calibrated and passed its gate")
+

@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
+from .cli_common import add_profile_options
 from .inputs import Inputs, expand_inputs
 
 
@@ -48,6 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--providers", nargs="+", metavar="P",
                    help="execution providers in order of preference, e.g. `--providers cuda cpu` "
                         "(default: CUDA when available, else CPU)")
+    add_profile_options(p)
     p.add_argument("--explain", metavar="DIR",
                    help="write a heatmap overlay (JPEG, the photo with where the model found the label) into DIR for "
                         "each flagged or review-band label of each row, and add their paths to the records "
@@ -98,7 +100,7 @@ def _bad_sizes(args: argparse.Namespace) -> bool:
 
 
 def _load_model(path: Optional[str], providers: Optional[List[str]], threads: int, batch_size: int, cmd: str,
-                draft: Optional[bool] = None):
+                draft: Optional[bool] = None, runtime: Optional[str] = None, precision: Optional[str] = None):
     """Load the model, printing its warnings; returns (model, None) or (None, exit code)."""
     from .errors import ModelLoadError
     from .model import load_model
@@ -107,7 +109,7 @@ def _load_model(path: Optional[str], providers: Optional[List[str]], threads: in
         warnings.simplefilter("always")
         try:
             model = load_model(path, providers=providers, threads=threads or None, batch_size=batch_size,
-                               draft=draft)
+                               draft=draft, runtime=runtime, precision=precision)
         except ModelLoadError as e:
             print(f"wildlife-vision {cmd}: cannot load the model: {e}", file=sys.stderr)
             return None, EXIT_MODEL
@@ -176,7 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     # -- model ---------------------------------------------------------------------------------------
-    model, code = _load_model(args.model, providers, args.threads, args.batch_size, "predict", args.draft)
+    model, code = _load_model(args.model, providers, args.threads, args.batch_size, "predict", args.draft,
+                              args.runtime, args.precision)
     if model is None:
         return code
     if explain_dir and not model.has_heatmaps:
@@ -186,7 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if explain_dir and os.path.exists(explain_dir) and not os.path.isdir(explain_dir):
         _err(f"--explain {explain_dir!r} is a file; name a folder")
         return EXIT_USAGE
-    encoder = RecordEncoder(fmt, model.labels, model.name, model.version, heatmaps=bool(explain_dir))
+    encoder = RecordEncoder(fmt, model.labels, model.name, model.version, heatmaps=bool(explain_dir),
+                            profile=model.profile)
 
     # -- inputs and what is already done ------------------------------------------------------------------
     inputs = expand_inputs(args.paths, recursive=args.recursive)
@@ -382,7 +386,8 @@ def _cmd_predict_ray(args: argparse.Namespace, shard: Any) -> int:
     require_ray()
 
     # -- model (checked here, on CPU, before Ray starts; the actors load their own copy) --------------------
-    model, code = _load_model(args.model, ["cpu"], 1, args.batch_size, "predict", args.draft)
+    model, code = _load_model(args.model, ["cpu"], 1, args.batch_size, "predict", args.draft, args.runtime,
+                              args.precision)
     if model is None:
         return code
     try:

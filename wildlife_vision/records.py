@@ -25,7 +25,8 @@ FORMATS = ("jsonl", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 #: JSONL keys, in the order they are written.
-JSONL_FIELDS = ("schema", "input", "error", "error_kind", "flagged", "review", "scores", "model", "model_version")
+JSONL_FIELDS = ("schema", "input", "error", "error_kind", "flagged", "review", "scores", "model", "model_version",
+                "profile")
 
 
 def format_for(path: Union[str, os.PathLike]) -> Optional[str]:
@@ -34,8 +35,10 @@ def format_for(path: Union[str, os.PathLike]) -> Optional[str]:
 
 
 def prediction_record(pred: Prediction, model_name: str, model_version: str,
-                      heatmaps: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                      heatmaps: Optional[Dict[str, str]] = None, profile: str = "fp32") -> Dict[str, Any]:
     """The versioned record for one prediction (the JSONL object, keys in :data:`JSONL_FIELDS` order).
+    ``profile``: the execution profile that scored it (``Model.profile``: fp32, int8, bf16...), whose thresholds
+    decided ``flagged`` and ``review``.
 
     ``heatmaps`` ({label: overlay image path}, from ``predict --explain``) adds the optional key ``heatmaps``
     after ``scores``: ``{}`` for a row that was explained but needed no overlay (neither flagged nor in review)."""
@@ -49,6 +52,7 @@ def prediction_record(pred: Prediction, model_name: str, model_version: str,
         "scores": dict(pred.scores),
         "model": model_name,
         "model_version": model_version,
+        "profile": profile,
     }
     if heatmaps is not None:
         rec = {**{k: rec[k] for k in JSONL_FIELDS[:7]}, "heatmaps": dict(heatmaps),
@@ -61,10 +65,10 @@ def _one_line(text: str) -> str:
 
 
 def csv_header(labels: Sequence[str], heatmaps: bool = False) -> List[str]:
-    """CSV columns: input, error, error_kind, flagged, review, score_<label> per label, model, model_version, schema,
-    and with ``heatmaps`` (``predict --explain``) a last column ``heatmaps``: ``label=path`` pairs joined by ``;``."""
+    """CSV columns: input, error, error_kind, flagged, review, score_<label> per label, model, model_version, profile,
+    schema, and with ``heatmaps`` (``predict --explain``) a last column ``heatmaps``: ``label=path`` pairs joined by ``;``."""
     return ["input", "error", "error_kind", "flagged", "review", *[f"score_{lab}" for lab in labels], "model",
-            "model_version", "schema", *(["heatmaps"] if heatmaps else [])]
+            "model_version", "profile", "schema", *(["heatmaps"] if heatmaps else [])]
 
 
 def csv_escape_input(text: str) -> str:
@@ -78,7 +82,7 @@ class RecordEncoder:
     """Turns predictions into complete output lines (bytes) for one format, model and label set."""
 
     def __init__(self, fmt: str, labels: Sequence[str], model_name: str, model_version: str,
-                 heatmaps: bool = False):
+                 heatmaps: bool = False, profile: str = "fp32"):
         if fmt not in FORMATS:
             raise ValueError(f"unknown output format {fmt!r}; use one of {FORMATS}")
         self.fmt = fmt
@@ -86,6 +90,7 @@ class RecordEncoder:
         self.model_name = model_name
         self.model_version = model_version
         self.heatmaps = bool(heatmaps)  # rows carry the overlay paths of `predict --explain`
+        self.profile = profile
 
     def key(self, input_name: str) -> str:
         """The value of the ``input`` field this input gets in the file (what ``--resume`` matches on)."""
@@ -103,7 +108,7 @@ class RecordEncoder:
     def encode(self, pred: Prediction, heatmaps: Optional[Dict[str, str]] = None) -> bytes:
         """One complete output line; ``heatmaps`` ({label: path}) when the encoder writes heatmap paths."""
         rec = prediction_record(pred, self.model_name, self.model_version,
-                                (heatmaps or {}) if self.heatmaps else None)
+                                (heatmaps or {}) if self.heatmaps else None, self.profile)
         if self.fmt == "jsonl":
             text = json.dumps(rec, ensure_ascii=False, allow_nan=False)
             try:
@@ -113,7 +118,7 @@ class RecordEncoder:
         scores = rec["scores"]
         row = [csv_escape_input(rec["input"]), rec["error"] or "", rec["error_kind"] or "", ";".join(rec["flagged"]),
                ";".join(rec["review"]), *[repr(scores[lab]) if lab in scores else "" for lab in self.labels],
-               _one_line(self.model_name), _one_line(self.model_version), RECORD_SCHEMA]
+               _one_line(self.model_name), _one_line(self.model_version), self.profile, RECORD_SCHEMA]
         if self.heatmaps:
             row.append(";".join(f"{lab}={csv_escape_input(path)}" for lab, path in rec["heatmaps"].items()))
         return _csv_line(row)

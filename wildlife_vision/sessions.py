@@ -65,7 +65,7 @@ class OpenVINOSession:
             raise ModelLoadError(f"{source} could not be compiled by OpenVINO: {first}") from None
         self.precision = precision
         got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        self.inference_precision = "bf16" if "bf16" in got else "fp32"
+        self.inference_precision = "bf16" if ("bf16" in got or "bfloat16" in got) else "fp32"
         if self.inference_precision != ("bf16" if precision == "bf16" else "fp32"):
             raise ModelLoadError(f"OpenVINO runs {source} in {got}, not the {precision} that was asked for (and "
                                  "calibrated); this CPU may lack native support")

@@ -133,7 +133,8 @@ class BlockScorer:
                 f.write(data)
             self.model = load_model(path, providers=settings.providers, threads=settings.actor_threads(),
                                     batch_size=settings.batch_size, draft=settings.draft)
-        self.encoder = RecordEncoder("jsonl", self.model.labels, self.model.name, self.model.version)
+        self.encoder = RecordEncoder("jsonl", self.model.labels, self.model.name, self.model.version,
+                                     profile=self.model.profile)
         self.workers = settings.actor_workers()
         self.problems = problems
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_common import HelpFormatter, fail, wrap
+from ..cli_common import HelpFormatter, add_profile_options, fail, wrap
 from ..exitcodes import EXIT_MODEL, EXIT_OK, EXIT_USAGE, require_extra
 
 
@@ -68,7 +68,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_model(model, Path(args.data), Path(args.output), split=args.split,
                                 slice_by=args.slice_by, batch_size=args.batch_size, workers=args.workers,
                                 robustness=args.robustness.split(",") if args.robustness else None,
-                                faithfulness=args.faithfulness)
+                                faithfulness=args.faithfulness, runtime=args.runtime, precision=args.precision)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -106,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "column with 2-20 distinct values")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="images per onnxruntime call")
     p.add_argument("--workers", "-j", type=int, default=2, help="decoding threads")
+    add_profile_options(p)
     p.add_argument("--robustness", nargs="?", const="all", default=None, metavar="EDITS",
                    help="also measure how scores and flags move under a seller's benign edits on the same photos "
                         "(comma-separated edit names, or all when given alone: mirror, crop, translate, jpeg, "

@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="images per onnxruntime call")
     p.add_argument("--workers", "-j", type=int, default=2, help="decoding threads")
+    p.add_argument("--profile", metavar="NAME",
+                   help="calibrate another execution profile instead (bf16: OpenVINO bf16): its own thresholds on "
+                        "its own scores, gated against fp32 (recall within 0.03 at matched precision); the file's "
+                        "fp32 operating point is kept")
+    p.add_argument("--draft", action="store_true", help="with --profile: the profile decodes JPEGs in draft mode")
+    p.add_argument("--keep-failing", action="store_true",
+                   help="with --profile: write a profile that fails its gate, marked as failing (exit 1 still)")
     p.set_defaults(func=run_calibrate)
 
 
@@ -66,6 +73,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
 
     model_path, output = Path(args.model), Path(args.output)
+    if output.exists() and not args.overwrite and not output.is_dir():
+        return fail("calibrate", f"{output} already exists; pass --overwrite to replace it")
+    if args.profile:
+        if args.probability != "none":
+            return fail("calibrate", "--probability does not apply to --profile")
+        from .profile_calibrate import run_profile_calibration
+
+        return run_profile_calibration(args)
     if args.resamples < 0:
         return fail("calibrate", f"--resamples must be 0 or more, got {args.resamples}")
     if output.is_dir():

@@ -459,7 +459,8 @@ def checkpoint_scorer():
 
 def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = "val",
                    slice_by: Optional[Sequence[str]] = None, batch_size: int = 32, workers: int = 2,
-                   robustness: Optional[Sequence[str]] = None, faithfulness: bool = False) -> Dict[str, Any]:
+                   robustness: Optional[Sequence[str]] = None, faithfulness: bool = False,
+                   runtime: Optional[str] = None, precision: Optional[str] = None) -> Dict[str, Any]:
     """Evaluate a model on one split of a manifest and write the report folder.
 
     ``model_path`` is an exported ``.onnx`` file (scored through ``wildlife_vision.load_model``, with its own
@@ -467,6 +468,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
     calibration.json). ``robustness``: edit names (:mod:`.robustness`; ``["all"]`` for every edit) to measure on
     the same photos; the result goes into ``report["robustness"]`` (ONNX models only). ``faithfulness``: run the
     heatmaps' deletion test (:mod:`.faithfulness`) on the photos the model flags; ``report["faithfulness"]``.
+    ``runtime``/``precision``: the execution profile to evaluate (its own thresholds; see load_model).
     """
     model_path = Path(model_path)
     is_checkpoint = model_path.is_dir() or model_path.suffix == ".pt"
@@ -480,10 +482,11 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
     else:
         from wildlife_vision import load_model
 
-        model = load_model(model_path, batch_size=batch_size)
+        model = load_model(model_path, batch_size=batch_size, runtime=runtime, precision=precision)
         labels = model.labels
         info = {"model": str(model_path), "model_name": model.name, "model_version": model.version,
-                "model_sha256": file_sha256(model_path)}
+                "model_sha256": file_sha256(model_path), "profile": model.profile,
+                "profile_choice": model.profile_choice.to_dict()}
         bands = model.review_bands
     m = read_manifest(manifest, labels=labels, check_images=False, for_training=False)
     samples = select_split(m.samples, split)

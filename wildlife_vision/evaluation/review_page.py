@@ -191,9 +191,9 @@ def _read_csv(path: Path, text: str) -> List[Record]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None) or []
     fixed = ("input", "error", "error_kind", "flagged", "review")
-    if tuple(header[:5]) != fixed or header[-3:] != ["model", "model_version", "schema"]:
+    if tuple(header[:5]) != fixed or not {"model", "model_version", "schema"} <= set(header[5:]):
         raise RecordsError(f"{path}: not a predictions CSV (columns {header[:8]}); expected "
-                           f"{list(fixed)}, score_<label>..., model, model_version, schema")
+                           f"{list(fixed)}, score_<label>..., model, model_version, [profile,] schema")
     score_cols = [(i, c[len("score_"):]) for i, c in enumerate(header) if c.startswith("score_")]
     records = []
     for n, row in enumerate(reader, start=2):

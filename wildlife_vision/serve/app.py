@@ -148,7 +148,7 @@ class Service:
         return pred
 
     def record(self, pred: Prediction) -> Dict[str, Any]:
-        return prediction_record(pred, self.model.name, self.model.version)
+        return prediction_record(pred, self.model.name, self.model.version, profile=self.model.profile)
 
     def refuse(self, status: int, kind: str, message: str) -> JSONResponse:
         self.metrics.errors.inc(kind=kind)

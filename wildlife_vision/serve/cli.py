@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import Any
 
-from ..cli_common import HelpFormatter, fail, wrap
+from ..cli_common import HelpFormatter, add_profile_options, fail, wrap
 from ..exitcodes import EXIT_FAILURE, EXIT_OK, require_extra
 
 #: the modules the [serve] extra installs
@@ -46,6 +46,7 @@ def register(subparsers: Any) -> None:
                    help="onnxruntime intra-op threads (default 0: onnxruntime's choice, one per core)")
     p.add_argument("--decode-threads", type=int, default=1, metavar="N",
                    help="threads decoding and preprocessing request bodies")
+    add_profile_options(p)
     p.add_argument("--providers", nargs="+", metavar="P",
                    help="execution providers in order of preference, e.g. `--providers cuda cpu`")
     p.add_argument("--drain-timeout", type=int, default=30, metavar="S",
@@ -77,7 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import ServeSettings, create_app
 
     providers = [p for item in args.providers for p in item.split(",") if p] if args.providers else None
-    model, code = _load_model(args.model, providers, args.threads, args.max_batch or GPU_MAX_BATCH, "serve")
+    model, code = _load_model(args.model, providers, args.threads, args.max_batch or GPU_MAX_BATCH, "serve",
+                              runtime=args.runtime, precision=args.precision)
     if model is None:
         return code
     max_batch = args.max_batch or (GPU_MAX_BATCH if model.provider in GPU_PROVIDERS else CPU_MAX_BATCH)

@@ -1,0 +1,133 @@
+"""`wildlife-vision calibrate MODEL --profile NAME`: give another execution profile (bf16 on OpenVINO, ...) its
+own operating point, gated against the file's own fp32 scores by the same rule as INT8 (evaluation/gate.py).
+
+The split is scored twice, by the file's own profile and by ``NAME`` (no threshold of one is trusted for the
+other); the profile's thresholds and review bands are chosen on its own scores with the same rules as
+`calibrate` (:func:`~wildlife_vision.evaluation.calibrate.operating_points`), fp32's again on the same photos and
+target (so that precision is matched), and the gate compares them: AP drop, recall drop at matched precision and
+the profile's own precision, each with a paired 95% bootstrap interval. The new file is the input graph byte for
+byte with ``profiles[NAME]`` added to its metadata (its top-level fp32 operating point unchanged). A failing gate
+exits 1 and writes nothing, unless ``--keep-failing`` (then the profile is written marked as failing, and
+``precision="auto"`` never takes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from ..cli_common import fail
+from ..exitcodes import EXIT_FAILURE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
+
+
+def run_profile_calibration(args: argparse.Namespace) -> int:
+    from ..data.manifest import ManifestError, atomic_write_bytes, read_manifest, targets_for
+    from ..errors import ModelLoadError
+    from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
+    from ..model import Model
+    from ..profiles import SPECS, Choice, own_profile
+    from .bootstrap import resample_indices
+    from .calibrate import operating_points
+    from .evaluate import group_ids, select_split
+    from .gate import GateLimits, gate
+
+    cmd = "calibrate"
+    name = args.profile
+    model_path, output = Path(args.model), Path(args.output)
+    spec = SPECS.get(name)
+    if spec is None:
+        return fail(cmd, f"--profile {name!r} is not a known profile ({', '.join(SPECS)})")
+    try:
+        ref = Model(model_path, batch_size=max(1, args.batch_size))
+        if name == own_profile(ref.metadata):
+            return fail(cmd, f"{model_path} is already calibrated for {name} (its own thresholds); calibrate it "
+                             "without --profile to change them")
+        if spec.precision == "int8":
+            return fail(cmd, "the int8 profile is a twin file made by `wildlife-vision export --int8`, with its own "
+                             "operating point and gate")
+        from ..cpu import cpu_info
+
+        reason = spec.cpu_reason(cpu_info())
+        if reason:
+            return fail(cmd, f"cannot calibrate profile '{name}' here: {reason}", EXIT_MODEL)
+        cand = Model(model_path, batch_size=max(1, args.batch_size),
+                     profile=Choice(name, spec.runtime, spec.precision, model_path, {"draft": bool(args.draft)}))
+        data = model_path.read_bytes()
+        raw_meta = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
+    except ModelLoadError as e:
+        return fail(cmd, str(e), EXIT_MODEL)
+    try:
+        manifest = read_manifest(args.data, labels=ref.labels, check_images=False, for_training=False)
+        samples = select_split(manifest.samples, args.split)
+    except ManifestError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        return fail(cmd, str(e))
+    from .evaluate import score_onnx
+
+    s_ref, kept_ref, _ = score_onnx(ref, samples, batch_size=args.batch_size, workers=args.workers)
+    s_new, kept_new, failures = score_onnx(cand, samples, batch_size=args.batch_size, workers=args.workers)
+    both = {s.image for s in kept_ref} & {s.image for s in kept_new}
+    keep_r = [i for i, s in enumerate(kept_ref) if s.image in both]
+    keep_n = [i for i, s in enumerate(kept_new) if s.image in both]
+    kept = [kept_ref[i] for i in keep_r]
+    if not kept:
+        return fail(cmd, f"none of the {len(samples)} image(s) in split '{args.split}' could be read")
+    s_ref, s_new = s_ref[keep_r], s_new[keep_n]
+    y = targets_for(kept, ref.labels)
+    groups = group_ids(kept)
+    kw = dict(prevalence=args.prevalence, review_recall=args.review_recall, split=args.split,
+              resamples=args.resamples, groups=groups)
+    op_new = operating_points(y, s_new, ref.labels, args.target_precision, **kw)
+    op_ref = operating_points(y, s_ref, ref.labels, args.target_precision, **{**kw, "resamples": 0})
+    unmet = sorted(set(op_new["unmet"]) | set(op_ref["unmet"]))
+    if unmet:
+        return fail(cmd, f"no threshold reaches precision {args.target_precision:g} for {', '.join(unmet)} "
+                         "(fp32 or the profile); nothing written", EXIT_FAILURE)
+    draws = resample_indices(len(kept), groups, args.resamples, 0) if args.resamples else []
+    g = gate(y, s_ref, s_new, list(ref.labels), op_ref["thresholds"], op_new["thresholds"], "precision",
+             args.target_precision, GateLimits(), draws, split=args.split, name=name)
+    g["max_abs_score_diff"] = float(np.abs(s_ref - s_new).max())
+    block: Dict[str, Any] = {
+        "runtime": spec.runtime, "precision": spec.precision, "draft": bool(args.draft),
+        "thresholds": op_new["thresholds"],
+        "review_bands": {k: list(v) for k, v in op_new["review_bands"].items()},
+        "calibration": {**{k: v for k, v in op_new["calibration"].items() if k != "scores"},
+                        "manifest": str(args.data), "manifest_sha256": manifest.sha256, "split": args.split,
+                        "skipped_images": len(failures)},
+        "gate": g, "fp32_thresholds_on_this_sample": op_ref["thresholds"],
+        "source_model_sha256": hashlib.sha256(data).hexdigest(),
+        "note": "thresholds and gate on the calibration split; measure the profile on other photos with "
+                f"`wildlife-vision evaluate MODEL --precision {spec.precision} --split test`"}
+    for line in g["failures"]:
+        print(f"gate: {line}", file=sys.stderr)
+    for lab in ref.labels:
+        pl = g["per_label"].get(lab, {})
+        if pl.get("gated"):
+            print(f"  {lab}: fp32 threshold {pl['fp32']['threshold']:.4f} (P {pl['fp32']['precision']:.3f}, R "
+                  f"{pl['fp32']['recall']:.3f}); {name} threshold {pl[name]['threshold']:.4f} (P "
+                  f"{pl[name]['precision']:.3f}, R {pl[name]['recall']:.3f}); AP drop {pl['ap_drop']:+.4f}, recall "
+                  f"drop {pl['recall_drop']:+.3f}")
+    print(f"profile {name}: gate {'passed' if g['passed'] else 'FAILED'} on {len(kept)} photos ({args.split}); "
+          f"largest score change vs fp32 {g['max_abs_score_diff']:.4f}")
+    if not g["passed"] and not args.keep_failing:
+        return fail(cmd, f"profile '{name}' failed its gate; nothing written (--keep-failing writes it marked as "
+                         "failing; auto never uses it)", EXIT_FAILURE)
+    new_meta = {**raw_meta, "profiles": {**(raw_meta.get("profiles") or {}), name: block}}
+    try:
+        atomic_write_bytes(output, write_metadata_bytes(data, new_meta, str(model_path)))
+    except OSError as e:
+        return fail(cmd, f"cannot write {output}: {e.strerror or e}", EXIT_FAILURE)
+    print(f"wrote {output} with profile '{name}'; use it with load_model(path, precision='{spec.precision}') or "
+          f"--precision {spec.precision}")
+    return EXIT_OK if g["passed"] else EXIT_FAILURE
+
+
+__all__ = ["run_profile_calibration"]
