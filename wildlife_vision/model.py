@@ -230,9 +230,12 @@ class Model:
             bands = {lab: tuple(entry.get("review_bands", {}).get(lab, (t, t))) for lab, t in entry["thresholds"].items()}
             self.metadata = dataclasses.replace(self.metadata, thresholds=dict(entry["thresholds"]), review_bands=bands)
         draft = entry.get("draft", draft) if draft is None else draft
-        if draft is not None and bool(draft) != self.metadata.preprocess.draft:
+        pre = dict(draft=bool(draft)) if draft is not None else {}
+        if entry.get("region_resize"):  # a profile calibrated with the faster resampling keeps it
+            pre["region_resize"] = True
+        if pre:
             self.metadata = dataclasses.replace(
-                self.metadata, preprocess=dataclasses.replace(self.metadata.preprocess, draft=bool(draft)))
+                self.metadata, preprocess=dataclasses.replace(self.metadata.preprocess, **pre))
         try:  # per-label maps to calibrated probabilities (`wildlife-vision calibrate --probability`); often none
             #: label -> function applied to that label's scores after the session; {} scores as the network does
             self.score_maps: Dict[str, ScoreMap] = score_maps(self.metadata.calibration, self.metadata.labels)

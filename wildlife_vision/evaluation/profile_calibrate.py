@@ -57,7 +57,8 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
         if reason:
             return fail(cmd, f"cannot calibrate profile '{name}' here: {reason}", EXIT_MODEL)
         cand = Model(model_path, batch_size=max(1, args.batch_size),
-                     profile=Choice(name, spec.runtime, spec.precision, model_path, {"draft": bool(args.draft)}))
+                     profile=Choice(name, spec.runtime, spec.precision, model_path,
+                                    {"draft": bool(args.draft), "region_resize": bool(args.fast_preprocess)}))
         data = model_path.read_bytes()
         raw_meta = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
     except ModelLoadError as e:
@@ -97,6 +98,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
     g["max_abs_score_diff"] = float(np.abs(s_ref - s_new).max())
     block: Dict[str, Any] = {
         "runtime": spec.runtime, "precision": spec.precision, "draft": bool(args.draft),
+        "region_resize": bool(args.fast_preprocess),
         "thresholds": op_new["thresholds"],
         "review_bands": {k: list(v) for k, v in op_new["review_bands"].items()},
         "calibration": {**{k: v for k, v in op_new["calibration"].items() if k != "scores"},
