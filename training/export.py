@@ -321,6 +321,10 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
             result.removed.append(int8_path)
 
     result.heatmaps = add_heatmaps([output] + ([result.int8_path] if result.int8_path else []))
+    if result.int8_path:  # the fp32 file names its twin as its int8 profile (precision="auto" may take it)
+        from wildlife_vision.evaluation.profile_calibrate import link_twin
+
+        link_twin(output, result.int8_path, output)
     result.seconds = time.time() - t0
     record = {"schema_version": EXPORT_RECORD_SCHEMA, "model": str(output), "created": created, "check": check,
               "int8_model": str(result.int8_path or ""), "int8": result.int8, "heatmaps": result.heatmaps,

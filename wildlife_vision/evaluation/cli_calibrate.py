@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "0.001 --probability temperature --output model.cal.onnx",
         formatter_class=HelpFormatter)
     p.add_argument("model", metavar="MODEL.onnx", help="model exported by `wildlife-vision export` (or calibrated)")
-    p.add_argument("--data", required=True, metavar="MANIFEST", help="labelled manifest CSV or folder-per-label tree")
+    p.add_argument("--data", metavar="MANIFEST", help="labelled manifest CSV or folder-per-label tree (required, except "
+                                                    "with --profile int8 --twin)")
     p.add_argument("--split", default="val", help="manifest split to calibrate on (train, val, test), or 'all'")
-    p.add_argument("--target-precision", required=True, type=fraction_arg("--target-precision"), metavar="P",
+    p.add_argument("--target-precision", type=fraction_arg("--target-precision"), metavar="P",
                    help="precision each label's flags must reach, e.g. 0.95")
     p.add_argument("--prevalence", type=fraction_arg("--prevalence", high_open=True), default=None, metavar="PI",
                    help="reach the target at this base rate (share of positive listings, e.g. 0.001) instead of "
@@ -61,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fast-preprocess", action="store_true",
                    help="with --profile: the profile resamples only the region that lands in the crop (about a "
                         "third less resize work; pixels differ by rounding, so its own thresholds are set on it)")
+    p.add_argument("--twin", metavar="MODEL.int8.onnx",
+                   help="with --profile int8: the INT8 twin from `export --int8` (beside MODEL) to link as the int8 "
+                        "profile (its own thresholds and gate)")
     p.add_argument("--keep-failing", action="store_true",
                    help="with --profile: write a profile that fails its gate, marked as failing (exit 1 still)")
     p.set_defaults(func=run_calibrate)
@@ -78,6 +82,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     model_path, output = Path(args.model), Path(args.output)
     if output.exists() and not args.overwrite and not output.is_dir():
         return fail("calibrate", f"{output} already exists; pass --overwrite to replace it")
+    if not (args.profile == "int8" and args.twin) and (not args.data or args.target_precision is None):
+        return fail("calibrate", "--data and --target-precision are required")
     if args.profile:
         if args.probability != "none":
             return fail("calibrate", "--probability does not apply to --profile")

@@ -49,8 +49,13 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
             return fail(cmd, f"{model_path} is already calibrated for {name} (its own thresholds); calibrate it "
                              "without --profile to change them")
         if spec.precision == "int8":
-            return fail(cmd, "the int8 profile is a twin file made by `wildlife-vision export --int8`, with its own "
-                             "operating point and gate")
+            if not args.twin:
+                return fail(cmd, "the int8 profile is a twin file made by `wildlife-vision export --int8`, with its "
+                                 "own operating point and gate: link it with --twin MODEL.int8.onnx")
+            entry = link_twin(model_path, Path(args.twin), output)
+            print(f"wrote {output} with profile 'int8' -> {entry['file']} (gate "
+                  f"{'passed' if entry['gate']['passed'] else 'FAILED'})")
+            return EXIT_OK if entry["gate"]["passed"] else EXIT_FAILURE
         from ..cpu import cpu_info
 
         reason = spec.cpu_reason(cpu_info())
@@ -132,4 +137,38 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
     return EXIT_OK if g["passed"] else EXIT_FAILURE
 
 
-__all__ = ["run_profile_calibration"]
+def twin_entry(model_path: Path, twin_path: Path) -> Dict[str, Any]:
+    """The ``profiles["int8"]`` block that points a model at its INT8 twin: the twin's file name (beside the model),
+    sha256 and gate result (from the twin's own metadata, set by `export --int8`)."""
+    from ..errors import ModelLoadError
+    from ..metadata import read_model_metadata
+
+    model_path, twin_path = Path(model_path), Path(twin_path)
+    if twin_path.resolve().parent != model_path.resolve().parent:
+        raise ModelLoadError(f"the twin {twin_path} must lie beside {model_path} (profiles name it relative to it)")
+    meta = read_model_metadata(twin_path)
+    if not (meta.training or {}).get("quantization"):
+        raise ModelLoadError(f"{twin_path} is not an INT8 twin (no training.quantization in its metadata)")
+    gate = dict((meta.metrics or {}).get("int8_gate") or {})
+    return {"runtime": "onnxruntime", "precision": "int8", "file": twin_path.name,
+            "sha256": hashlib.sha256(twin_path.read_bytes()).hexdigest(),
+            "gate": {"passed": gate.get("passed") is True, "failures": gate.get("failures") or
+                     ([] if gate.get("passed") else ["the twin has no passing int8_gate in its metadata"]),
+                     "split": gate.get("split")},
+            "note": "thresholds, review bands and metrics are the twin's own (its metadata)"}
+
+
+def link_twin(model_path: Path, twin_path: Path, output: Path) -> Dict[str, Any]:
+    """Write ``output``: ``model_path`` with ``profiles["int8"]`` pointing at ``twin_path``; returns the block."""
+    from ..data.manifest import atomic_write_bytes
+    from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
+
+    data = Path(model_path).read_bytes()
+    raw = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
+    entry = twin_entry(model_path, twin_path)
+    atomic_write_bytes(Path(output), write_metadata_bytes(data, {**raw, "profiles": {
+        **(raw.get("profiles") or {}), "int8": entry}}, str(model_path)))
+    return entry
+
+
+__all__ = ["run_profile_calibration", "twin_entry", "link_twin"]
