@@ -75,8 +75,12 @@ def register(subparsers: Any) -> None:
     t.add_argument("--train-size", type=int, default=224, metavar="S", help="training image size (default 224)")
     m = p.add_argument_group("FLOP limit")
     m.add_argument("--ghz", type=float, default=None, help="CPU clock for the FLOP limit (default: /proc/cpuinfo)")
-    m.add_argument("--flops-per-cycle", type=int, default=DEFAULT_FLOPS_PER_CYCLE,
-                   help="fp32 FLOP per cycle per core (default 32: AVX2, 2 FMA pipes x 8 lanes x 2)")
+    m.add_argument("--flops-per-cycle", type=int, default=None,
+                   help="fp32 FLOP per cycle per core (default: from the CPU's features, wildlife_vision.cpu: 64 for "
+                        f"Intel AVX-512 with 2 FMA pipes, {DEFAULT_FLOPS_PER_CYCLE} for AVX2 and AMD Zen 4)")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8", "bf16"), default=None,
+                   help="measure only this extra execution profile beside fp32 and INT8 (default: every profile of "
+                        "the model that can run here)")
     p.add_argument("--json", metavar="FILE", help="write the full report (schema wildlife-vision/benchmark/v1) here")
     p.set_defaults(func=run_command)
 

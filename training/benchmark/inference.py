@@ -26,13 +26,17 @@ def ort_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from wildlife_vision import load_model
 
     t = time.perf_counter()
-    model = load_model(spec["model"], providers=["cpu"], threads=spec.get("threads") or None, batch_size=32)
+    if spec.get("precision") or spec.get("runtime"):  # an execution profile (its own thresholds and runtime)
+        model = load_model(spec["model"], threads=spec.get("threads") or None, batch_size=32,
+                           runtime=spec.get("runtime"), precision=spec.get("precision"))
+    else:
+        model = load_model(spec["model"], providers=["cpu"], threads=spec.get("threads") or None, batch_size=32)
     load_s = time.perf_counter() - t
     sess = model.session
     in_name, out_name = model._input_name, model._output_name  # noqa: SLF001 - the raw session, model only
     paths = spec["paths"]
     pool = input_pool(paths, model.preprocess_config, max(spec["batch_sizes"]))
-    res: Dict[str, Any] = {"model_load_s": round(load_s, 3), "provider": model.provider,
+    res: Dict[str, Any] = {"model_load_s": round(load_s, 3), "provider": model.provider, "profile": model.profile,
                            "intra_op_threads": spec.get("threads") or "onnxruntime default",
                            "model_only": {}}
     for bs in spec["batch_sizes"]:

@@ -65,7 +65,7 @@ def machine_info(ghz: Optional[float] = None, flops_per_cycle: int = DEFAULT_FLO
     clock = ghz if ghz else (mhz / 1000.0 if mhz else None)
     cores = physical_cores()
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("onnxruntime", "PIL", "torch", "torchvision", "timm", "onnx"):
+    for mod in ("onnxruntime", "openvino", "PIL", "torch", "torchvision", "timm", "onnx"):
         try:
             versions[mod if mod != "PIL" else "pillow"] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - not installed (or broken): just not listed
@@ -87,6 +87,7 @@ def machine_info(ghz: Optional[float] = None, flops_per_cycle: int = DEFAULT_FLO
         "ghz_source": "--ghz" if ghz else "/proc/cpuinfo 'cpu MHz' (nominal; turbo not counted)",
         "simd": sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
                                                   "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}),
+        "vendor": info.get("vendor_id", ""),
         "memory_gib": round(mem / 2 ** 30, 1) if mem else None,
         "flops_per_cycle_per_core": flops_per_cycle,
         "peak_gflops_fp32": round(peak, 1) if peak else None,

@@ -22,7 +22,9 @@ TARGETS = {
 }
 #: report key -> row name; ``torch_eager`` is the naive torch baseline (its key from before the competent one)
 CONFIG_NAMES = {"torch_competent": "torch competent", "torch_eager": "torch naive", "ort_fp32": "onnxruntime fp32",
-                "ort_int8": "onnxruntime INT8"}
+                "ort_int8": "onnxruntime INT8", "ov_bf16": "OpenVINO bf16", "ov_fp32": "OpenVINO fp32"}
+#: the execution-profile targets (issue 18): auto end to end vs model-only, and vs onnxruntime fp32 end to end
+PROFILE_TARGETS = {"e2e_vs_model_only": 0.85, "auto_vs_fp32_fast_cpu": 1.5, "auto_vs_fp32_avx2": 1.15}
 TORCH_CONFIGS = ("torch_competent", "torch_eager")
 def _ap(targets: np.ndarray, scores: np.ndarray) -> Dict[str, Any]:
     from wildlife_vision.evaluation.metrics import average_precision, macro_ap
@@ -91,6 +93,15 @@ def build_ratios_and_targets(report: Dict[str, Any]) -> None:
         f"model_only_int8_vs_fp32_b{big}": _ratio(mo("ort_int8", big), mo("ort_fp32", big)),
         f"e2e_int8_vs_model_only_int8_b{big}": _ratio(e2e("ort_int8"), mo("ort_int8", big)),
     }
+    for key in ("ov_bf16", "ov_fp32"):
+        ratios[f"e2e_{key}_vs_fp32"] = _ratio(e2e(key), e2e("ort_fp32"))
+        ratios[f"model_only_{key}_vs_fp32_b{big}"] = _ratio(mo(key, big), mo("ort_fp32", big))
+        ratios[f"e2e_{key}_vs_model_only_{key}_b{big}"] = _ratio(e2e(key), mo(key, big))
+    auto = (report.get("profiles") or {}).get("auto") or {}
+    auto_key = auto.get("config")
+    if auto_key:
+        ratios["e2e_auto_vs_fp32"] = _ratio(e2e(auto_key), e2e("ort_fp32"))
+        ratios[f"e2e_auto_vs_model_only_auto_b{big}"] = _ratio(e2e(auto_key), mo(auto_key, big))
     report["ratios"] = {k: v for k, v in ratios.items() if v is not None}
     gflop = report["model"].get("gflop_per_photo")
     peak = report["machine"].get("peak_gflops_fp32")
@@ -123,6 +134,15 @@ def build_ratios_and_targets(report: Dict[str, Any]) -> None:
         why_missing=c.get("torch_competent", {}).get("skipped", "torch competent not measured"))
     add("e2e_int8_vs_fp32", "end-to-end INT8 / fp32 >= 1.15", ratios["e2e_int8_vs_fp32"],
         TARGETS["e2e_int8_vs_fp32"], why_missing=c.get("ort_int8", {}).get("skipped", "INT8 not measured"))
+    if auto_key:
+        family = ((report.get("profiles") or {}).get("cpu") or {}).get("family", "baseline")
+        fast = family in ("amx", "avx512_bf16", "avx512_vnni")
+        need = PROFILE_TARGETS["auto_vs_fp32_fast_cpu" if fast else "auto_vs_fp32_avx2"]
+        add("e2e_auto_vs_model_only", f"auto profile ({auto['profile']}) end to end / its model-only at batch {big} "
+            ">= 0.85", ratios.get(f"e2e_auto_vs_model_only_auto_b{big}"), PROFILE_TARGETS["e2e_vs_model_only"],
+            why_missing="auto profile not measured")
+        add("e2e_auto_vs_fp32", f"auto profile ({auto['profile']}) end to end / onnxruntime fp32 end to end >= "
+            f"{need:g} on a {family} CPU", ratios.get("e2e_auto_vs_fp32"), need, why_missing="not measured")
     acc = report.get("accuracy", {})
     add("int8_ap_change", "|macro-AP INT8 - fp32| on the validation split <= 0.005",
         acc.get("int8_macro_ap_change"), TARGETS["int8_ap_change"], higher=False,
@@ -154,6 +174,13 @@ def format_report(r: Dict[str, Any]) -> str:
     if mod.get("int8_path"):
         L.append(f"INT8 model: {mod['int8_path']}")
     L.append(f"photos: {r['photos']['count']} from {r['photos']['source']}")
+    prof = r.get("profiles") or {}
+    if prof.get("cpu"):
+        cpu = prof["cpu"]
+        L.append(f"CPU family {cpu['family']}: features {' '.join(cpu['features']) or 'none'} (from {cpu['source']}); "
+                 f"auto profile: {(prof.get('auto') or {}).get('profile') or 'none'}")
+        for row in prof.get("table", []):
+            L.append(f"  profile {row['profile']:<14} {row['runtime']:<12} {'usable' if row['usable'] else 'not used: ' + (row['why_not'] or '')}")
     if r.get("flop_limit"):
         L.append(f"FLOP limit: {r['flop_limit']['photos_per_s_at_peak']} photos/s "
                  f"(= {r['flop_limit']['peak_gflops_fp32']} GFLOP/s / {r['flop_limit']['gflop_per_photo']} GFLOP)")

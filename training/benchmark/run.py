@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from wildlife_vision.cpu import cpu_info
 from wildlife_vision.exitcodes import MissingExtraError
 
 from .errors import BenchmarkError
@@ -67,6 +68,40 @@ def _torch_available() -> str:
         if importlib.util.find_spec(mod) is None:
             return f"{mod} is not installed (pip install 'wildlife-vision[train]')"
     return ""
+
+
+#: benchmark config key per execution profile beyond the file's own fp32 and its INT8 twin
+PROFILE_CONFIGS = {"bf16": "ov_bf16", "openvino-fp32": "ov_fp32"}
+
+
+def _measure_profiles(args: argparse.Namespace, model_path: Path, meta: Any, base: Dict[str, Any], threads: int,
+                      workdir: Path, configs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Measure the model's other execution profiles that can run here (each in its own subprocess, like the rest),
+    and say which one ``precision="auto"`` takes on this CPU and why the others are not used."""
+    from wildlife_vision.profiles import ProfileError, choose_profile, profiles_table
+
+    cpu = cpu_info()
+    table = profiles_table(meta, model_path, cpu)
+    wanted = getattr(args, "precision", None)
+    for row in table:
+        key = PROFILE_CONFIGS.get(row["profile"])
+        if key is None or (wanted and wanted not in ("auto", row["precision"])):
+            continue
+        if not row["usable"]:
+            configs[key] = {"skipped": row["why_not"]}
+            continue
+        log.info("measuring profile %s", row["profile"])
+        configs[key] = run_worker(key, {**base, "worker": "ort", "model": str(model_path), "threads": threads,
+                                        "runtime": row["runtime"], "precision": row["precision"],
+                                        "decode_workers": args.decode_workers}, workdir)
+    try:
+        auto = choose_profile(meta, model_path, "auto", "auto", cpu)
+        auto_info: Dict[str, Any] = {"profile": auto.name, "skipped": list(auto.skipped),
+                                     "config": {"fp32": "ort_fp32", "int8": "ort_int8"}.get(auto.name,
+                                                                                            PROFILE_CONFIGS.get(auto.name))}
+    except ProfileError as e:
+        auto_info = {"profile": None, "error": str(e)}
+    return {"cpu": cpu.to_dict(), "table": table, "auto": auto_info}
 
 
 def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
@@ -135,6 +170,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                                                            "decode_workers": args.decode_workers}, workdir)
             if quant_info:
                 configs["ort_int8"]["quantized_here"] = quant_info
+        profile_note = _measure_profiles(args, model_path, meta, base, threads, workdir, configs)
         for name, res in configs.items():
             if "error" in res:
                 log.error("%s: %s", CONFIG_NAMES[name], res["error"])
@@ -153,7 +189,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "wildlife-vision benchmark " + " ".join(getattr(args, "argv", []) or []),
-        "machine": machine_info(args.ghz, args.flops_per_cycle),
+        "machine": machine_info(args.ghz, args.flops_per_cycle or cpu_info().fp32_flops_per_cycle()),
         "model": {"path": str(model_path), "int8_path": str(int8_path) if int8_path else None,
                   "name": meta.name, "version": meta.model_version, "backbone": meta.backbone,
                   "input_size": list(meta.preprocess.input_size), "labels": labels,
@@ -165,6 +201,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                      "seconds_per_model_only_measurement": args.seconds, "latency_photos": base["latency_photos"],
                      "repeats": args.repeats},
         "configs": configs,
+        "profiles": profile_note,
         "training": training,
         "notes": notes,
     }
