@@ -142,6 +142,22 @@ def test_openvino_fp32_matches_onnxruntime_and_calibrate_profile_gates_it(tmp_pa
     emb = ov.embed([str(photos[0])])[0]
     assert emb.ok and np.allclose(emb.vector, ref.embed(str(photos[0])), atol=1e-5)
 
+    # evaluate the profile, and the card shows it beside fp32 (a report of another profile is refused)
+    own, prof = tmp_path / "own", tmp_path / "prof"
+    assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "m.csv"), "--split", "val",
+                 "--output", str(own)]) == 0
+    assert main(["evaluate", "--model", str(out), "--runtime", "openvino", "--precision", "fp32", "--data",
+                 str(tmp_path / "m.csv"), "--split", "val", "--output", str(prof)]) == 0
+    rep = json.loads((prof / "report.json").read_text())
+    assert rep["profile"] == "openvino-fp32" and rep["thresholds"] == entry["thresholds"]
+    card = tmp_path / "card.md"
+    assert main(["model-card", str(out), "--report", str(own / "report.json"), "--profile-report",
+                 f"openvino-fp32={prof / 'report.json'}", "--output", str(card)]) == 0
+    text = card.read_text()
+    assert "## Execution profiles" in text and "| **openvino-fp32** | openvino fp32 | passed" in text
+    assert main(["model-card", str(out), "--report", str(own / "report.json"), "--profile-report",
+                 f"openvino-fp32={own / 'report.json'}", "--output", str(card)]) == 2, "the fp32 report is refused"
+
 
 @pytest.mark.skipif(not _ov_available() or not cpu_info().bf16,
                     reason="needs OpenVINO and a CPU with native bf16 (avx512_bf16 or amx_bf16)")

@@ -68,6 +68,23 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  normalise:     mean {list(pre.mean)}, std {list(pre.std)}",
         f"  JPEG draft:    {'on' if pre.draft else 'off'}",
     ]
+    from pathlib import Path
+
+    from .cpu import cpu_info
+    from .profiles import profiles_table
+
+    cpu = cpu_info()
+    lines.append(f"execution profiles (this CPU: {cpu.family}; the file's own thresholds above are "
+                 f"{'int8' if (meta.training or {}).get('quantization') else 'fp32'}):")
+    for row in profiles_table(meta, Path(path), cpu):
+        if not (row["own"] or row["calibrated"]):
+            continue
+        entry = (meta.profiles or {}).get(row["profile"]) or {}
+        th = entry.get("thresholds")
+        lines.append(f"  {row['profile']:<14} {row['runtime']:<12} "
+                     + ("usable here" if row["usable"] else f"not usable here: {row['why_not']}")
+                     + (f"; thresholds {', '.join(f'{k} {v:.3f}' for k, v in th.items())}" if th else "")
+                     + (f"; gate {'passed' if row['gate_passed'] else 'FAILED'}" if entry else ""))
     for title, block in (("calibration", meta.calibration), ("training", meta.training), ("metrics", meta.metrics)):
         lines.append(f"{title}:" + ("" if block else " -"))
         lines.extend(_tree(block, "  "))

@@ -579,10 +579,11 @@ def retrain(meta: Mapping[str, Any], reproduce: str) -> List[str]:
 def render_card(meta: Mapping[str, Any], report: Mapping[str, Any], *, sources=None, baseline=None,
                 model_file: str = "", int8: Optional[Mapping[str, Any]] = None, reproduce: str = "",
                 data_card: Optional[DataCard] = None, robustness_block: Optional[Mapping[str, Any]] = None,
-                robustness_origin: str = "") -> str:
+                robustness_origin: str = "", profiles_block: Sequence[str] = ()) -> str:
     labels = list(meta["labels"])
     out = (header(meta, report, model_file, data_card) + uses(labels, data_card) + classes(labels, report)
-           + metrics(labels, report, baseline) + operating_points(meta, report, int8) + base_rates(labels, report)
+           + metrics(labels, report, baseline) + operating_points(meta, report, int8) + list(profiles_block)
+           + base_rates(labels, report)
            + negative_sources(labels, report) + robustness(labels, robustness_block, robustness_origin)
            + heatmaps(meta, report)
            + training_data(labels, sources, data_card) + failure_modes(labels, data_card) + retrain(meta, reproduce))

@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fast-preprocess", action="store_true",
                    help="with --profile: the profile resamples only the region that lands in the crop (about a "
                         "third less resize work; pixels differ by rounding, so its own thresholds are set on it)")
+    p.add_argument("--set-version", metavar="V", help="model_version of the new file (default: unchanged)")
     p.add_argument("--twin", metavar="MODEL.int8.onnx",
                    help="with --profile int8: the INT8 twin from `export --int8` (beside MODEL) to link as the int8 "
                         "profile (its own thresholds and gate)")
@@ -154,6 +155,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     new_meta = {**raw_meta, "thresholds": result["thresholds"],
                 "review_bands": {k: list(v) for k, v in result["review_bands"].items()}, "calibration": block,
                 "metrics": _metrics_at_new_thresholds(block, args.split, len(kept))}
+    if args.set_version:
+        new_meta["model_version"] = args.set_version
     if raw_meta.get("metrics"):  # measured at the old thresholds: kept, named as such
         new_meta["metrics_before_calibration"] = raw_meta["metrics"]
     try:

@@ -51,14 +51,17 @@ def sources_and_licences(manifest: Path) -> List[Dict[str, Any]]:
 def render(meta: Dict[str, Any], report: Dict[str, Any], sources: Optional[List[Dict[str, Any]]] = None,
            baseline: Optional[Dict[str, Any]] = None, model_file: str = "", int8: Optional[Dict[str, Any]] = None,
            reproduce: str = "", data_card: Optional[DataCard] = None, robustness: Optional[Dict[str, Any]] = None,
-           robustness_origin: str = "") -> str:
+           robustness_origin: str = "", profile_reports: Optional[Dict[str, Any]] = None) -> str:
     """The card's Markdown. ``int8``: ``{"file", "meta" (the INT8 file's metadata), "summary"}``, or without
     ``meta`` a model that was made but not shipped. ``robustness`` defaults to ``report["robustness"]``."""
     if robustness is None and isinstance(report.get("robustness"), dict):
         robustness, robustness_origin = report["robustness"], robustness_origin or "from the evaluation report"
+    from .card_profiles import profiles_section
+
     return render_card(meta, report, sources=sources, baseline=baseline, model_file=model_file, int8=int8,
                        reproduce=reproduce, data_card=data_card, robustness_block=robustness,
-                       robustness_origin=robustness_origin or "from `--robustness`")
+                       robustness_origin=robustness_origin or "from `--robustness`",
+                       profiles_block=profiles_section(meta, report, profile_reports or {}, int8))
 
 
 # ---- inputs, each checked against the model ----------------------------------------------------------------
@@ -180,6 +183,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "without this such a model is refused")
     p.add_argument("--int8-summary", default="", help="one more line on the INT8 model; without --int8 it says "
                         "the INT8 model was evaluated but not shipped")
+    p.add_argument("--profile-report", action="append", default=[], metavar="NAME=REPORT.json",
+                   help="report.json of `wildlife-vision evaluate --model MODEL.onnx --precision P` for the file's "
+                        "execution profile NAME (e.g. bf16=bf16-report.json), on the same split as --report; its "
+                        "model_sha256 must be this file's and its thresholds the profile's (repeatable)")
     p.add_argument("--robustness", metavar="ROBUSTNESS.json",
                    help=f"robustness results ({ROBUSTNESS_SCHEMA}); by default the report's 'robustness' block")
     p.add_argument("--reproduce", metavar="FILE", help="text file with the exact commands that produced the model")
@@ -268,6 +275,24 @@ def _run(args: argparse.Namespace) -> int:
         return fail("model-card", "--int8-report needs --int8", EXIT_USAGE)
     elif args.int8_summary:
         int8 = {"file": "", "summary": args.int8_summary}
+    profile_reports: Dict[str, Any] = {}
+    try:
+        for item in args.profile_report:
+            name, _, path = item.partition("=")
+            entry = (meta.get("profiles") or {}).get(name)
+            if not path or not entry or not entry.get("thresholds"):
+                raise ValueError(f"--profile-report {item}: give NAME=REPORT.json for a profile of this model with "
+                                 f"its own thresholds ({', '.join(k for k, v in (meta.get('profiles') or {}).items() if v.get('thresholds')) or 'none'})")
+            rp = _read_json("--profile-report", path)
+            check_report(rp, {**meta, "thresholds": entry["thresholds"]}, sha, "--profile-report", path)
+            if rp.get("profile") != name:
+                raise ValueError(f"--profile-report {path} was scored by profile {rp.get('profile')!r}, not {name!r}")
+            if split_name(rp) != split_name(report):
+                raise ValueError(f"--profile-report {path} is on split {split_name(rp)!r}, --report on "
+                                 f"{split_name(report)!r}")
+            profile_reports[name] = rp
+    except ValueError as e:
+        return fail("model-card", str(e), EXIT_USAGE)
     rob, origin = None, ""
     try:
         if args.robustness:
@@ -281,7 +306,8 @@ def _run(args: argparse.Namespace) -> int:
         return fail("model-card", str(e), EXIT_USAGE)
     try:
         text = render(meta, report, sources, baseline, model_file=Path(args.model).name, int8=int8,
-                      reproduce=reproduce, data_card=card, robustness=rob, robustness_origin=origin)
+                      reproduce=reproduce, data_card=card, robustness=rob, robustness_origin=origin,
+                      profile_reports=profile_reports)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
         return fail("model-card", f"--report {args.report} is not an evaluation report from `wildlife-vision "
                                   f"evaluate` ({type(e).__name__}: {e})", EXIT_USAGE)

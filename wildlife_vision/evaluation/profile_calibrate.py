@@ -52,7 +52,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
             if not args.twin:
                 return fail(cmd, "the int8 profile is a twin file made by `wildlife-vision export --int8`, with its "
                                  "own operating point and gate: link it with --twin MODEL.int8.onnx")
-            entry = link_twin(model_path, Path(args.twin), output)
+            entry = link_twin(model_path, Path(args.twin), output, getattr(args, "set_version", None))
             print(f"wrote {output} with profile 'int8' -> {entry['file']} (gate "
                   f"{'passed' if entry['gate']['passed'] else 'FAILED'})")
             return EXIT_OK if entry["gate"]["passed"] else EXIT_FAILURE
@@ -128,6 +128,8 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
         return fail(cmd, f"profile '{name}' failed its gate; nothing written (--keep-failing writes it marked as "
                          "failing; auto never uses it)", EXIT_FAILURE)
     new_meta = {**raw_meta, "profiles": {**(raw_meta.get("profiles") or {}), name: block}}
+    if getattr(args, "set_version", None):
+        new_meta["model_version"] = args.set_version
     try:
         atomic_write_bytes(output, write_metadata_bytes(data, new_meta, str(model_path)))
     except OSError as e:
@@ -158,16 +160,19 @@ def twin_entry(model_path: Path, twin_path: Path) -> Dict[str, Any]:
             "note": "thresholds, review bands and metrics are the twin's own (its metadata)"}
 
 
-def link_twin(model_path: Path, twin_path: Path, output: Path) -> Dict[str, Any]:
-    """Write ``output``: ``model_path`` with ``profiles["int8"]`` pointing at ``twin_path``; returns the block."""
+def link_twin(model_path: Path, twin_path: Path, output: Path, version: Any = None) -> Dict[str, Any]:
+    """Write ``output``: ``model_path`` with ``profiles["int8"]`` pointing at ``twin_path`` (and ``version`` as its
+    model_version when given); returns the block."""
     from ..data.manifest import atomic_write_bytes
     from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
 
     data = Path(model_path).read_bytes()
     raw = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
     entry = twin_entry(model_path, twin_path)
-    atomic_write_bytes(Path(output), write_metadata_bytes(data, {**raw, "profiles": {
-        **(raw.get("profiles") or {}), "int8": entry}}, str(model_path)))
+    new = {**raw, "profiles": {**(raw.get("profiles") or {}), "int8": entry}}
+    if version:
+        new["model_version"] = str(version)
+    atomic_write_bytes(Path(output), write_metadata_bytes(data, new, str(model_path)))
     return entry
 
 
