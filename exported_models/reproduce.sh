@@ -28,10 +28,10 @@ wildlife-vision train --data $DATA --labels ivory live_animal --model tf_efficie
 wildlife-vision export $RUN --output $OUT.onnx --int8 --int8-output $OUT.int8.onnx --name wildtrade-lite0 \
     --version 3.1.0 --overwrite
 # 3.2.0: 3.1.0's network and fp32 operating point, plus execution profiles (wildlife_vision.profiles): bf16 on
-# OpenVINO (calibrated and gated on val on its own scores, with region resizing; needs a CPU with avx512_bf16 or
+# OpenVINO (calibrated and gated on val on its own scores, resized by OpenCV; needs a CPU with avx512_bf16 or
 # AMX to calibrate) and the INT8 twin linked as the int8 profile. The fp32 scores and thresholds are unchanged.
 wildlife-vision calibrate $OUT.onnx --data $DATA --split val --target-precision 0.95 --review-recall 0.95 \
-    --profile bf16 --fast-preprocess --output $OUT.onnx --overwrite
+    --profile bf16 --fast-preprocess opencv --output $OUT.onnx --overwrite
 wildlife-vision calibrate $OUT.onnx --profile int8 --twin $OUT.int8.onnx --set-version 3.2.0 --output $OUT.onnx \
     --overwrite
 for M in $OUT.onnx $OUT.int8.onnx; do

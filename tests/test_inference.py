@@ -261,7 +261,7 @@ def test_an_unexpected_preprocessing_bug_becomes_that_inputs_error(model, photos
     def boom(*a, **k):
         raise ZeroDivisionError("simulated bug")
 
-    monkeypatch.setattr(model_mod, "resize_and_crop", boom)  # a bug in the geometry step
+    monkeypatch.setattr(model_mod, "resize_and_crop_rgb", boom)  # a bug in the geometry step
     pred = model.predict(photos[0])
     assert pred.error_kind == "internal_error" and "ZeroDivisionError" in pred.error
 

@@ -171,3 +171,28 @@ def test_bf16_on_openvino_stays_close_to_fp32(tmp_path):
     bf = Model(model, profile=Choice("bf16", "openvino", "bf16", model)).predict(photos)
     diff = max(abs(a.scores[lab] - b.scores[lab]) for a, b in zip(ref, bf) for lab in a.scores)
     assert 0 <= diff < 0.05
+
+
+def test_faster_resamplers_keep_the_geometry():
+    """A profile's faster resize (PreprocessConfig.resampler) gives the same crop of the same photo, close to
+    Pillow's pixels; the setting survives the metadata; an extreme strip falls back to the region path."""
+    import dataclasses
+
+    from helpers import make_photo
+
+    from wildlife_vision.preprocess import PreprocessConfig, resize_and_crop_rgb
+
+    cfg = PreprocessConfig(input_size=(64, 64), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+    img = make_photo(3, size=(150, 110))
+    ref = resize_and_crop_rgb(img, cfg).astype(np.float32)
+    for name in ("pillow-region", "opencv"):
+        c = dataclasses.replace(cfg, resampler=name)
+        assert PreprocessConfig.from_dict(c.to_dict()) == c
+        got = resize_and_crop_rgb(img, c).astype(np.float32)
+        assert got.shape == ref.shape == (64, 64, 3)
+        assert np.abs(got - ref).mean() < 4.0, name
+    assert "resampler" not in cfg.to_dict(), "the default writes the metadata it always wrote"
+    strip = make_photo(1, size=(4000, 3))
+    assert resize_and_crop_rgb(strip, dataclasses.replace(cfg, resampler="opencv")).shape == (64, 64, 3)
+    with pytest.raises(ValueError):
+        dataclasses.replace(cfg, resampler="magic")

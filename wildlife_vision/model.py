@@ -28,7 +28,7 @@ from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .explain import Explanation
 from .profiles import SPECS, Choice, choose_profile, own_profile
 from .sessions import OpenVINOSession, onnxruntime_session
-from .preprocess import ImageInput, PreprocessConfig, crop_box, load_image, normalize, resize_and_crop
+from .preprocess import ImageInput, PreprocessConfig, crop_box, load_image, normalize, resize_and_crop_rgb
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,9 @@ class Model:
             self.metadata = dataclasses.replace(self.metadata, thresholds=dict(entry["thresholds"]), review_bands=bands)
         draft = entry.get("draft", draft) if draft is None else draft
         pre = dict(draft=bool(draft)) if draft is not None else {}
-        if entry.get("region_resize"):  # a profile calibrated with the faster resampling keeps it
-            pre["region_resize"] = True
+        for key in ("resampler", "interpolation"):  # a profile calibrated with a faster resize keeps it
+            if entry.get(key):
+                pre[key] = entry[key]
         if pre:
             self.metadata = dataclasses.replace(
                 self.metadata, preprocess=dataclasses.replace(self.metadata.preprocess, **pre))
@@ -558,7 +559,7 @@ class Model:
             if keep_photo > 0:
                 photo = img.copy()
                 photo.thumbnail((keep_photo, keep_photo), Image.BILINEAR)
-            rgb = np.asarray(resize_and_crop(img, cfg), dtype=np.uint8)
+            rgb = resize_and_crop_rgb(img, cfg)
             normalize(rgb, cfg, out=out)
             return None, size, photo
         except ImageDecodeError as e:

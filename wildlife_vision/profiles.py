@@ -135,6 +135,12 @@ def profile_status(meta: Any, path: Path, name: str, cpu: CpuInfo, have_openvino
         return None, f"profile '{name}': {reason}"
     if spec.runtime == "openvino" and not have_openvino:
         return None, f"profile '{name}' needs OpenVINO: pip install 'wildlife-vision[openvino]'"
+    if entry.get("resampler") == "opencv":
+        import importlib.util
+
+        if importlib.util.find_spec("cv2") is None:
+            return None, (f"profile '{name}' resizes with OpenCV: pip install 'wildlife-vision[openvino]' "
+                          "(opencv-python-headless)")
     file = Path(path)
     if entry.get("file"):
         file = Path(path).parent / str(entry["file"])

@@ -62,7 +62,9 @@ def profiles_section(meta: Mapping[str, Any], report: Mapping[str, Any], reports
         drops = "; ".join(f"`{lab}` AP {fmt(-(pl.get('ap_drop') or 0), 4)}, recall {fmt(-(pl.get('recall_drop') or 0))}"
                           for lab, pl in (g.get("per_label") or {}).items() if pl.get("gated"))
         rows.append({"name": name, "runtime": f"{entry.get('runtime')} {entry.get('precision')}"
-                     + (" (region resize)" if entry.get("region_resize") else ""),
+                     + (f" (resize: {entry['resampler']}"
+                        + (f" {entry['interpolation']}" if entry.get("interpolation") else "") + ")"
+                        if entry.get("resampler") else ""),
                      "gate": ("passed" if g.get("passed") else "FAILED") + (f": {drops}" if drops else ""),
                      "report": reports.get(name), "thresholds": entry.get("thresholds")})
     for r in rows:

@@ -59,9 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "its own scores, gated against fp32 (recall within 0.03 at matched precision); the file's "
                         "fp32 operating point is kept")
     p.add_argument("--draft", action="store_true", help="with --profile: the profile decodes JPEGs in draft mode")
-    p.add_argument("--fast-preprocess", action="store_true",
-                   help="with --profile: the profile resamples only the region that lands in the crop (about a "
-                        "third less resize work; pixels differ by rounding, so its own thresholds are set on it)")
+    p.add_argument("--fast-preprocess", choices=("region", "opencv", "opencv-bilinear"), default=None,
+                   help="with --profile: a faster resize for the profile, its thresholds set on it: region (Pillow "
+                        "resamples only what lands in the crop), opencv (cv2.resize, the model's interpolation, no "
+                        "antialiasing; needs opencv-python-headless), opencv-bilinear")
     p.add_argument("--set-version", metavar="V", help="model_version of the new file (default: unchanged)")
     p.add_argument("--twin", metavar="MODEL.int8.onnx",
                    help="with --profile int8: the INT8 twin from `export --int8` (beside MODEL) to link as the int8 "

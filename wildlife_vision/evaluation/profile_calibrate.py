@@ -26,6 +26,15 @@ from ..cli_common import fail
 from ..exitcodes import EXIT_FAILURE, EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
 
+#: --fast-preprocess choices -> the profile's preprocessing overrides (PreprocessConfig.resampler, interpolation)
+FAST_PREPROCESS = {"region": {"resampler": "pillow-region"}, "opencv": {"resampler": "opencv"},
+                   "opencv-bilinear": {"resampler": "opencv", "interpolation": "bilinear"}}
+
+
+def _fast(choice: Any) -> Dict[str, Any]:
+    return dict(FAST_PREPROCESS.get(choice or "", {}))
+
+
 def run_profile_calibration(args: argparse.Namespace) -> int:
     from ..data.manifest import ManifestError, atomic_write_bytes, read_manifest, targets_for
     from ..errors import ModelLoadError
@@ -63,7 +72,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
             return fail(cmd, f"cannot calibrate profile '{name}' here: {reason}", EXIT_MODEL)
         cand = Model(model_path, batch_size=max(1, args.batch_size),
                      profile=Choice(name, spec.runtime, spec.precision, model_path,
-                                    {"draft": bool(args.draft), "region_resize": bool(args.fast_preprocess)}))
+                                    {"draft": bool(args.draft), **_fast(args.fast_preprocess)}))
         data = model_path.read_bytes()
         raw_meta = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
     except ModelLoadError as e:
@@ -103,7 +112,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
     g["max_abs_score_diff"] = float(np.abs(s_ref - s_new).max())
     block: Dict[str, Any] = {
         "runtime": spec.runtime, "precision": spec.precision, "draft": bool(args.draft),
-        "region_resize": bool(args.fast_preprocess),
+        **_fast(args.fast_preprocess),
         "thresholds": op_new["thresholds"],
         "review_bands": {k: list(v) for k, v in op_new["review_bands"].items()},
         "calibration": {**{k: v for k, v in op_new["calibration"].items() if k != "scores"},
