@@ -68,7 +68,8 @@ class CpuInfo:
                 "fp32_flops_per_cycle_per_core": self.fp32_flops_per_cycle(), "source": self.source}
 
 
-def _read_cpuinfo() -> Dict[str, str]:
+def read_cpuinfo() -> Dict[str, str]:
+    """The first value of every key of ``/proc/cpuinfo`` ({} where there is none)."""
     out: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -83,7 +84,7 @@ def _read_cpuinfo() -> Dict[str, str]:
 
 def cpu_info(flags: Optional[str] = None) -> CpuInfo:
     """This machine's CPU (``flags``, or ``$WILDLIFE_VISION_CPU_FLAGS``, replaces the detected flags)."""
-    info = _read_cpuinfo()
+    info = read_cpuinfo()
     model = info.get("model name") or platform.processor() or platform.machine()
     vendor = info.get("vendor_id", "")
     override = flags if flags is not None else os.environ.get(ENV_FLAGS)
@@ -94,4 +95,4 @@ def cpu_info(flags: Optional[str] = None) -> CpuInfo:
                    source="/proc/cpuinfo" if info else "unknown (no /proc/cpuinfo)")
 
 
-__all__ = ["CpuInfo", "cpu_info", "ENV_FLAGS", "FAMILIES", "RELEVANT"]
+__all__ = ["CpuInfo", "cpu_info", "read_cpuinfo", "ENV_FLAGS", "FAMILIES", "RELEVANT"]

@@ -457,6 +457,18 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 _FULL_RESIZE_FACTOR = 16
 
 
+def _layout(size: Tuple[int, int], cfg: PreprocessConfig) -> Tuple[int, int, int, int]:
+    """(resized width, resized height, crop left, crop top) for an image of ``size``; never a crop larger than the
+    resized image (an extreme-aspect image still yields the full crop)."""
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"the image has zero width or height ({w}x{h})", kind="empty")
+    out_h, out_w = cfg.input_size
+    target_w, target_h = _target_for((w, h), cfg)
+    target_w, target_h = max(target_w, out_w), max(target_h, out_h)
+    return target_w, target_h, _crop_offset(target_w, out_w, cfg.geometry), _crop_offset(target_h, out_h, cfg.geometry)
+
+
 def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Resize the shorter side to ``cfg.resize_shorter`` and centre-crop ``cfg.input_size``.
 
@@ -467,13 +479,7 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """
     out_h, out_w = cfg.input_size
     w, h = img.size
-    if w < 1 or h < 1:
-        raise ImageDecodeError(f"the image has zero width or height ({w}x{h})", kind="empty")
-    target_w, target_h = _target_for((w, h), cfg)
-    # never crop more than the image has: an extreme-aspect image still yields the full crop
-    target_w, target_h = max(target_w, out_w), max(target_h, out_h)
-    left = _crop_offset(target_w, out_w, cfg.geometry)
-    top = _crop_offset(target_h, out_h, cfg.geometry)
+    target_w, target_h, left, top = _layout((w, h), cfg)
     if (target_w, target_h) == (w, h):
         if (left, top, out_w, out_h) == (0, 0, w, h):
             return img
@@ -498,14 +504,9 @@ def resize_and_crop_rgb(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
 
     out_h, out_w = cfg.input_size
     w, h = img.size
-    if w < 1 or h < 1:
-        raise ImageDecodeError(f"the image has zero width or height ({w}x{h})", kind="empty")
-    target_w, target_h = _target_for((w, h), cfg)
-    target_w, target_h = max(target_w, out_w), max(target_h, out_h)
+    target_w, target_h, left, top = _layout((w, h), cfg)
     if target_w * target_h > _FULL_RESIZE_FACTOR * out_w * out_h:
         return np.asarray(resize_and_crop(img, dataclasses.replace(cfg, resampler="pillow-region")), dtype=np.uint8)
-    left = _crop_offset(target_w, out_w, cfg.geometry)
-    top = _crop_offset(target_h, out_h, cfg.geometry)
     src = np.asarray(img, dtype=np.uint8)
     if (target_w, target_h) != (w, h):
         src = cv2.resize(src, (target_w, target_h), interpolation=_CV2_INTERPOLATION.get(cfg.interpolation,

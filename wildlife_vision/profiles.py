@@ -19,12 +19,12 @@ reproducible path: the same scores on every CPU.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .cpu import CpuInfo, cpu_info
+from .data.manifest import file_sha256
 from .errors import ModelLoadError
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -105,14 +105,6 @@ def _calibrate_hint(path: Path, name: str) -> str:
             f"--output {path.with_suffix('').name}-{name}.onnx")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def profile_status(meta: Any, path: Path, name: str, cpu: CpuInfo, have_openvino: Optional[bool] = None
                    ) -> Tuple[Optional[Choice], Optional[str]]:
     """(the Choice, None) when profile ``name`` can run this model here, else (None, why not)."""
@@ -146,7 +138,7 @@ def profile_status(meta: Any, path: Path, name: str, cpu: CpuInfo, have_openvino
         file = Path(path).parent / str(entry["file"])
         if not file.is_file():
             return None, f"profile '{name}' is the twin file {file}, which is missing"
-        if entry.get("sha256") and _sha256(file) != entry["sha256"]:
+        if entry.get("sha256") and file_sha256(file) != entry["sha256"]:
             return None, f"profile '{name}': {file} is not the twin this model was shipped with (sha256 differs)"
     elif not entry.get("thresholds"):
         return None, f"profile '{name}' in {path} has no thresholds; {_calibrate_hint(Path(path), name)}"

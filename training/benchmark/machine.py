@@ -26,16 +26,9 @@ KNOWN_GFLOP_224 = {"tf_efficientnet_lite0": 0.78, "tf_efficientnet_lite1": 1.22,
                    "mobilenetv3_large_100": 0.44, "resnet50": 8.2, "convnext_tiny": 8.9}
 
 def _cpuinfo() -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if ":" in line:
-                    k, v = line.split(":", 1)
-                    out.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    return out
+    from wildlife_vision.cpu import read_cpuinfo  # the one /proc/cpuinfo reader
+
+    return read_cpuinfo()
 
 
 def physical_cores() -> int:
