@@ -459,6 +459,7 @@ def test_model_health_metrics_and_openapi(model, tiny_model_path):
         assert post_image(c, b"hello", "text/plain").status_code == 415
         metrics = c.get("/metrics")
     assert info["name"] == model.name and info["version"] == model.version
+    assert info["profile"]["profile"] == model.profile == "fp32", "the service says which profile scores"
     assert info["labels"] == list(model.labels) and info["thresholds"] == model.thresholds
     assert info["review_bands"] == {k: list(v) for k, v in model.review_bands.items()}
     assert info["sha256"] == hashlib.sha256(Path(tiny_model_path).read_bytes()).hexdigest()
