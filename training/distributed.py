@@ -162,10 +162,17 @@ def session(world: World, device: torch.device) -> Iterator[World]:
     if owned:
         kwargs = {"device_id": device} if backend == "nccl" else {}
         torch.distributed.init_process_group(backend=backend, timeout=WAIT_TIMEOUT, **kwargs)
+    ok = False
     try:
         yield World(world.world_size, world.rank, world.local_rank, backend)
+        ok = True
     finally:
         if owned and torch.distributed.is_initialized():
+            if ok:  # leave together: a rank that tears gloo down while another still talks to it can abort
+                try:
+                    torch.distributed.barrier()
+                except Exception:  # noqa: BLE001 - leaving anyway
+                    pass
             torch.distributed.destroy_process_group()
 
 
