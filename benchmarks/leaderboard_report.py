@@ -91,6 +91,13 @@ def _ci(v: np.ndarray) -> List[float]:
     return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v.size > 1 else [float("nan")] * 2
 
 
+def _machine() -> str:
+    from wildlife_vision.cpu import cpu_info
+
+    cpu = cpu_info()
+    return f"{cpu.model or platform.machine()} (CPU family {cpu.family}), {os.cpu_count()} CPUs"
+
+
 def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], total: int, repo: Path) -> Path:
     from wildlife_vision.data.manifest import atomic_write_text
     from wildlife_vision.evaluation.compare import compare_models
@@ -134,7 +141,7 @@ def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], to
     board = {"schema": BOARD_SCHEMA, "name": cfg.get("name", ""), "split": cfg["split"], "data": cfg["data"],
              "manifest_sha256": manifest_sha, "n_photos": int(len(y)), "dropped_photos": dropped,
              "budget": cfg["budget"], "runs_finished": len(records), "runs_declared": total,
-             "resamples": RESAMPLES, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+             "resamples": RESAMPLES, "machine": _machine(),
              "runs": runs, "entries": entries, "pairs": pairs}
     out_dir = repo / cfg["results"]
     atomic_write_text(out_dir / "board.json", json.dumps(board, indent=2, allow_nan=True))
