@@ -6,8 +6,10 @@
 One command, resumable: each (entry, seed) trains into ``runs/leaderboard/NAME-sSEED`` (an interrupted training
 continues with ``--resume``), is exported to ``NAME-sSEED.onnx`` and leaves a record in
 ``docs/results/leaderboard/records/NAME-sSEED.json`` (committed; the weights are not). Runs whose record exists and
-matches the declared budget and args are not redone; a record made with another budget is refused, so a board
-never mixes recipes. Jobs go round-robin over seeds (seed 1 of every entry first), so a partial board is already
+matches the declared budget and args are not redone, also on a new machine without the weights: their test
+scores are committed (``docs/results/leaderboard/scores/``), and a board without every model file is built from
+those scores (photos/s then come from the last board that timed each model). A record made with another budget is
+refused, so a board never mixes recipes. Jobs go round-robin over seeds (seed 1 of every entry first), so a partial board is already
 useful. ``--stop-after MIN`` starts no new training after that many minutes (a session can end cleanly).
 After the runs, the board is written from every finished run (``docs/leaderboard.md``, marked partial when runs
 are missing): see :mod:`leaderboard_report`.
@@ -95,6 +97,11 @@ def do_job(cfg: Dict[str, Any], job: Dict[str, Any], dry: bool) -> Optional[Dict
                              "remove it (and its run) to redo it, or restore the declared configuration")
         if model.exists():
             return rec
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from leaderboard_report import scores_path
+
+        if scores_path(cfg, rec, REPO).is_file():  # finished in an earlier session: its test scores are committed
+            return rec
     log = runs / f"{job['id']}.log"
     print(f"[{job['id']}] {job['entry'].get('description', '')}", flush=True)
     if dry:
@@ -144,8 +151,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     done: List[Dict[str, Any]] = []
     for job in jobs(cfg):
         record = REPO / cfg["results"] / "records" / f"{job['id']}.json"
-        if args.report_only and not (REPO / cfg["runs"] / f"{job['id']}.onnx").exists():
-            continue  # the board needs the model file; without it (a new machine) only a full run retrains it
+        if args.report_only and not record.exists():
+            continue  # never trained: --report-only writes the board from the finished runs only
         fresh = not record.exists()
         if fresh and (args.report_only or (args.max_runs is not None and started >= args.max_runs)
                       or (args.stop_after is not None and (time.time() - start) / 60 > args.stop_after)):

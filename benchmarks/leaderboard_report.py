@@ -40,6 +40,11 @@ def _ap(y: np.ndarray, s: np.ndarray) -> float:
     return float("nan") if v is None else float(v)
 
 
+def scores_path(cfg: Mapping[str, Any], rec: Mapping[str, Any], repo: Path) -> Path:
+    """Where a run's test scores are kept (committed with the results, so the board outlives the weights)."""
+    return repo / cfg["results"] / "scores" / f"{rec['id']}-{rec['model_sha256'][:12]}-{cfg['split']}.json"
+
+
 def score_runs(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], repo: Path):
     """Score every run's model on the board's split (cached per model sha256); keep the photos all of them read.
     Returns targets, {run: scores}, groups, how many photos were dropped and the manifest's sha256."""
@@ -54,7 +59,7 @@ def score_runs(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], rep
     cache.mkdir(parents=True, exist_ok=True)
     scores: Dict[str, Dict[str, float]] = {}
     for rec in records:
-        path = cache / f"{rec['id']}-{rec['model_sha256'][:12]}-{cfg['split']}.json"
+        path = scores_path(cfg, rec, repo)
         if path.exists():
             scores[rec["id"]] = json.loads(path.read_text())
             continue
@@ -91,6 +96,42 @@ def _ci(v: np.ndarray) -> List[float]:
     return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v.size > 1 else [float("nan")] * 2
 
 
+def _mean_or_none(values: Sequence[Any]) -> Any:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if len(v) == len(values) and v else None
+
+
+def _from_scores(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], y: np.ndarray,
+                 mats: Mapping[str, np.ndarray], groups: Sequence[str], labels: Sequence[str], repo: Path):
+    """Per-run figures in compare_models' shape from the committed scores: AP with a 95% group bootstrap, and
+    precision and recall at each run's own thresholds (from its record: the val-calibrated ones)."""
+    from wildlife_vision.evaluation.bootstrap import resample_indices
+
+    old = {}
+    board = repo / cfg["results"] / "board.json"
+    if board.is_file():
+        old = {(r.get("model_sha256") or ""): r for r in json.loads(board.read_text()).get("runs", {}).values()}
+    draws = resample_indices(len(y), groups, RESAMPLES, 0)
+    out = {}
+    for rec in records:
+        s = mats[rec["id"]]
+        per = {}
+        for j, lab in enumerate(labels):
+            th = float((rec.get("val") or {}).get(lab, {}).get("threshold", 0.5))
+            flag, pos = s[:, j] >= th, y[:, j]
+            tp = int((flag & pos).sum())
+            boot = [v for v in (_ap(y[i, j], s[i, j]) for i in draws) if np.isfinite(v)]
+            per[lab] = {"ap": _ap(y[:, j], s[:, j]), "ap_ci95": _ci(np.asarray(boot)), "threshold": th,
+                        "precision_at_threshold": tp / max(1, int(flag.sum())) if flag.any() else None,
+                        "recall_at_threshold": tp / max(1, int(pos.sum())), "recall_at_precision": None}
+        prev = old.get(rec["model_sha256"]) or {}
+        out[(repo / rec["model_file"]).resolve()] = {
+            "labels": per, "macro": {"ap": float(np.mean([per[lab]["ap"] for lab in labels]))},
+            "size_bytes": rec.get("model_bytes"),
+            "speed": {"photos_per_s": prev.get("photos_per_s"), "source": "an earlier board" if prev else "not timed"}}
+    return out
+
+
 def _machine() -> str:
     from wildlife_vision.cpu import cpu_info
 
@@ -108,17 +149,24 @@ def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], to
     by_entry = {e: [r["id"] for r in records if r["entry"] == e] for e in order}
     by_entry = {e: v for e, v in by_entry.items() if v}
     desc = {e["name"]: e.get("description", "") for e in cfg["entries"]}
-    cmp = compare_models([repo / r["model_file"] for r in records], repo / cfg["data"], split=cfg["split"],
-                         output_dir=repo / cfg["results"] / "compare", resamples=RESAMPLES, speed_photos=SPEED_PHOTOS)
-    by_file = {Path(m["model"]).resolve(): m for m in cmp["models"]}
+    have_models = all((repo / r["model_file"]).is_file() for r in records)
+    if have_models:
+        cmp = compare_models([repo / r["model_file"] for r in records], repo / cfg["data"], split=cfg["split"],
+                             output_dir=repo / cfg["results"] / "compare", resamples=RESAMPLES,
+                             speed_photos=SPEED_PHOTOS)
+        by_file = {(repo / Path(m["model"])).resolve(): m for m in cmp["models"]}
+    else:  # a new machine: the committed scores and records only (speed: the last board's figure for that model)
+        by_file = _from_scores(cfg, records, y, mats, groups, labels, repo)
     runs: Dict[str, Any] = {}
     for r in records:
         m = by_file[(repo / r["model_file"]).resolve()]
         runs[r["id"]] = {"entry": r["entry"], "seed": r["seed"], "macro_ap": m["macro"]["ap"],
+                         "model_sha256": r["model_sha256"],
                          "labels": {lab: {k: m["labels"][lab].get(k) for k in
                                           ("ap", "ap_ci95", "precision_at_threshold", "recall_at_threshold",
                                            "threshold", "recall_at_precision")} for lab in labels},
                          "photos_per_s": m["speed"]["photos_per_s"], "model_bytes": m["size_bytes"],
+                         "speed_source": m["speed"].get("source", "this board's run"),
                          "train_seconds": r["train_seconds"], "train_images_per_sec": r["train_images_per_sec"]}
     boot = entry_bootstrap(y, mats, by_entry, groups, labels)
     entries: Dict[str, Any] = {}
@@ -129,7 +177,7 @@ def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], to
                       "ap": {c: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
                                  "min": float(np.min(v)), "max": float(np.max(v)), "ci95": _ci(boot[e][:, k])}
                              for k, (c, v) in enumerate(vals.items())},
-                      "photos_per_s": float(np.mean([runs[r]["photos_per_s"] for r in rids])),
+                      "photos_per_s": _mean_or_none([runs[r]["photos_per_s"] for r in rids]),
                       "model_bytes": int(np.mean([runs[r]["model_bytes"] for r in rids])),
                       "train_minutes": float(np.mean([runs[r]["train_seconds"] for r in rids])) / 60}
     pairs = []
@@ -142,7 +190,10 @@ def write_board(cfg: Mapping[str, Any], records: Sequence[Mapping[str, Any]], to
              "manifest_sha256": manifest_sha, "n_photos": int(len(y)), "dropped_photos": dropped,
              "budget": cfg["budget"], "runs_finished": len(records), "runs_declared": total,
              "resamples": RESAMPLES, "machine": _machine(),
-             "runs": runs, "entries": entries, "pairs": pairs}
+             "runs": runs, "entries": entries, "pairs": pairs,
+             "source": "models scored in this run" if have_models else
+                       "committed test scores and records (model files absent); photos/s from the last board that "
+                       "timed each model; the run-by-run comparison in compare/ was not regenerated"}
     out_dir = repo / cfg["results"]
     atomic_write_text(out_dir / "board.json", json.dumps(board, indent=2, allow_nan=True))
     text = to_markdown(board, labels)
@@ -168,6 +219,7 @@ def to_markdown(board: Mapping[str, Any], labels: Sequence[str]) -> str:
              f"({board['resamples']} bootstrap draws over near-duplicate groups of photos; for an entry, over its "
              "seeds too). Photos/s: end to end on "
              f"{board['machine']}, in one run, on the same photos.", "",
+             *([f"*Built from {board['source']}.*", ""] if board.get("source", "").startswith("committed") else []),
              "## Entries: mean over seeds", "",
              "| entry | seeds | macro AP (sd) | " + " | ".join(f"{lab} AP (sd)" for lab in labels)
              + " | photos/s | model MB | training min |", "|---|---|---|" + "---|" * len(labels) + "---|---|---|"]
@@ -178,7 +230,7 @@ def to_markdown(board: Mapping[str, Any], labels: Sequence[str]) -> str:
             a = e["ap"][c]
             cells.append(f"{_f(a['mean'])} ({_f(a['sd'])}) [{_f(a['ci95'][0])}, {_f(a['ci95'][1])}]")
         lines.append(f"| **{name}** | {len(e['seeds'])} | " + " | ".join(cells)
-                     + f" | {e['photos_per_s']:.1f} | {e['model_bytes'] / 1e6:.1f} | {e['train_minutes']:.0f} |")
+                     + f" | {_f(e['photos_per_s'], 1)} | {e['model_bytes'] / 1e6:.1f} | {e['train_minutes']:.0f} |")
     lines += ["", "## Which differences are real", ""]
     if not board["pairs"]:
         lines.append("*Only one entry has finished runs.*")
@@ -207,7 +259,7 @@ def to_markdown(board: Mapping[str, Any], labels: Sequence[str]) -> str:
                  f"{_f((r['labels'][lab]['ap_ci95'] or [None, None])[1])}] ({_f(r['labels'][lab]['precision_at_threshold'], 2)}"
                  f" / {_f(r['labels'][lab]['recall_at_threshold'], 2)})" for lab in labels]
         lines.append(f"| {rid} | {_f(r['macro_ap'])} | " + " | ".join(cells)
-                     + f" | {r['photos_per_s']:.1f} | {r['train_seconds'] / 60:.0f} |")
+                     + f" | {_f(r['photos_per_s'], 1)} | {r['train_seconds'] / 60:.0f} |")
     lines += ["", "## Reproduce", "", "```bash", "pip install -e '.[train,eval]'",
               "python benchmarks/leaderboard.py            # trains what is missing (resumable), then writes this page",
               "python benchmarks/leaderboard.py --report-only   # the page from the finished runs", "```", "",
