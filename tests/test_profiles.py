@@ -113,6 +113,17 @@ def test_a_model_and_its_records_name_their_profile(family, tmp_path, monkeypatc
     assert all(r["flagged"] == [lab for lab in ("ivory", "live_animal") if r["scores"][lab] >= 0.3] for r in recs)
     assert main(["predict", str(photos[0]), "--model", str(model), "--precision", "bf16", "--no-progress"]) == 4
     assert "avx512_bf16" in capsys.readouterr().err
+    # --resume never mixes profiles in one output: their flags come from other thresholds
+    for fmt in ("jsonl", "csv"):
+        part = tmp_path / f"part.{fmt}"
+        assert main(["predict", str(photos[0]), "--model", str(model), "--precision", "int8", "--output", str(part),
+                     "--no-progress"]) == 0
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / "photos"), "--model", str(model), "--output", str(part), "--resume",
+                     "--no-progress"]) == 2
+        assert "profile(s) int8, not fp32" in capsys.readouterr().err
+        assert main(["predict", str(tmp_path / "photos"), "--model", str(model), "--precision", "int8", "--output",
+                     str(part), "--resume", "--no-progress"]) == 0
 
 
 @pytest.mark.skipif(not _ov_available(), reason="needs OpenVINO (the [openvino] extra, in [dev])")

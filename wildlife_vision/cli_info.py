@@ -71,11 +71,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .cpu import cpu_info
-    from .profiles import profiles_table
+    from .profiles import own_profile, profiles_table
 
     cpu = cpu_info()
     lines.append(f"execution profiles (this CPU: {cpu.family}; the file's own thresholds above are "
-                 f"{'int8' if (meta.training or {}).get('quantization') else 'fp32'}):")
+                 f"{own_profile(meta)}):")
     for row in profiles_table(meta, Path(path), cpu):
         if not (row["own"] or row["calibrated"]):
             continue

@@ -215,6 +215,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _err(f"{output} has rows from model(s) {found}, not {model.name} {model.version}; resuming would mix "
                  "results. Resume with the same --model, write to another --output, or pass --overwrite")
             return EXIT_USAGE
+        if existing.profiles - {model.profile}:
+            _err(f"{output} has rows scored by profile(s) {', '.join(sorted(existing.profiles))}, not "
+                 f"{model.profile}; their flags came from other thresholds, so resuming would mix decisions. Resume "
+                 "with the same --precision/--runtime, write to another --output, or pass --overwrite")
+            return EXIT_USAGE
         done, resumed_rows = existing.done, existing.rows
         need_header = fmt == "csv" and not existing.has_header
         if existing.dropped_bytes:

@@ -19,7 +19,7 @@ reproducible path: the same scores on every CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -169,7 +169,7 @@ def choose_profile(meta: Any, path: Path, runtime: str = "auto", precision: str 
         for n in names:
             choice, why = profile_status(meta, path, n, cpu, have_openvino)
             if choice:
-                return Choice(**{**choice.__dict__, "requested": f"{runtime}/{precision}"})
+                return replace(choice, requested=f"{runtime}/{precision}")
             errors.append(why)
         raise ProfileError("; ".join(e for e in errors if e) or
                            f"no profile runs precision {precision} on runtime {runtime}")
@@ -180,7 +180,7 @@ def choose_profile(meta: Any, path: Path, runtime: str = "auto", precision: str 
     for n in order:
         choice, why = profile_status(meta, path, n, cpu, have_openvino)
         if choice:
-            return Choice(**{**choice.__dict__, "requested": f"{runtime}/auto", "skipped": tuple(skipped)})
+            return replace(choice, requested=f"{runtime}/auto", skipped=tuple(skipped))
         skipped.append(why or n)
     raise ProfileError(f"no profile of {path} can run here ({runtime}/auto on {cpu.family}): " + "; ".join(skipped))
 

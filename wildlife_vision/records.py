@@ -187,6 +187,8 @@ class ExistingOutput:
     valid_bytes: int = 0                                 #: length of the file up to its last complete line
     dropped_bytes: int = 0                               #: bytes of an incomplete last line (to truncate)
     models: Set[Tuple[str, str]] = field(default_factory=set)  #: (model, model_version) pairs seen
+    #: execution profiles named by the rows (rows written before profiles existed name none)
+    profiles: Set[str] = field(default_factory=set)
     has_header: bool = False                             #: CSV: the header line is complete
 
 
@@ -220,6 +222,8 @@ def read_existing(path: Union[str, os.PathLike], fmt: str, labels: Sequence[str]
             out.done.add(rec["input"])
             out.rows += 1
             out.models.add((str(rec.get("model", "")), str(rec.get("model_version", ""))))
+            if rec.get("profile"):
+                out.profiles.add(str(rec["profile"]))
         return out
     text = body.decode("utf-8", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text))
@@ -231,7 +235,7 @@ def read_existing(path: Union[str, os.PathLike], fmt: str, labels: Sequence[str]
     if header != expected:
         raise OutputFormatError(f"{os.fspath(path)} has columns {header}, but this model writes {expected}; use "
                                 "another --output, the same --model, or --overwrite")
-    i_model, i_version = expected.index("model"), expected.index("model_version")
+    i_model, i_version, i_profile = expected.index("model"), expected.index("model_version"), expected.index("profile")
     for n, row in enumerate(reader, start=2):
         if not row:
             continue
@@ -241,6 +245,7 @@ def read_existing(path: Union[str, os.PathLike], fmt: str, labels: Sequence[str]
         out.done.add(row[0])
         out.rows += 1
         out.models.add((row[i_model], row[i_version]))
+        out.profiles.add(row[i_profile])
     return out
 
 

@@ -42,6 +42,11 @@ class _Arg:
     shape: List[Any]
 
 
+def _arg(port: Any) -> _Arg:
+    """An OpenVINO port as onnxruntime's NodeArg: its name and shape (None for a dynamic dimension)."""
+    return _Arg(port.get_any_name(), [d.get_length() if d.is_static else None for d in port.get_partial_shape()])
+
+
 class OpenVINOSession:
     """An OpenVINO CPU model with onnxruntime's session interface. ``precision``: ``fp32`` or ``bf16``
     (OpenVINO's ``INFERENCE_PRECISION_HINT``); each :meth:`run` uses a new infer request, so concurrent callers
@@ -58,7 +63,7 @@ class OpenVINOSession:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            model = core.read_model(data, b"") if isinstance(data, (bytes, bytearray)) else core.read_model(data)
+            model = core.read_model(data, b"")  # the ONNX bytes, no weights file
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
@@ -69,10 +74,8 @@ class OpenVINOSession:
         if self.inference_precision != ("bf16" if precision == "bf16" else "fp32"):
             raise ModelLoadError(f"OpenVINO runs {source} in {got}, not the {precision} that was asked for (and "
                                  "calibrated); this CPU may lack native support")
-        self._inputs = [_Arg(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
-                        for p in self._compiled.inputs]
-        self._outputs = [_Arg(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
-                         for p in self._compiled.outputs]
+        self._inputs = [_arg(p) for p in self._compiled.inputs]
+        self._outputs = [_arg(p) for p in self._compiled.outputs]
 
     def get_inputs(self) -> List[_Arg]:
         return list(self._inputs)

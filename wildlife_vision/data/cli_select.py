@@ -2,8 +2,8 @@
 
 The pool (image files and folders, read as `predict` reads them, or a manifest CSV whose rows are taken as
 unlabelled) is scored and embedded once with the model (torch-free). For each label,
-:func:`wildlife_vision.data.select.select_for_review` picks photos near the label's decision threshold, spread
-out in embedding space and away from photos already labelled (``--labelled``); with ``--clean``, the highest
+:func:`wildlife_vision.data.select.select_for_review` picks photos near the model's decision boundary, spread
+out in embedding space (k-means medoids), never photos already labelled (``--labelled``); with ``--clean``, the highest
 scored photos of a pool believed to hold no positives are added as look-alike checks
 (:func:`~wildlife_vision.data.select.confident_positives`). The picks are written as Label Studio tasks with
 the model's pre-annotations in the project's Choice values (the same writer as ``labelstudio-export``), in the
@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
         "select", help="pick the unlabelled photos worth labelling next; write Label Studio tasks with "
                        "pre-annotations",
         description="Active learning: score and embed an unlabelled pool once, pick --n photos (per label: near "
-                    "its threshold, diverse in embedding space, away from what is already labelled), optionally "
+                    "its decision boundary, diverse in embedding space, never what is already labelled), optionally "
                     "add the top-scored photos of a pool believed clean (look-alike checks), and write them as "
                     "Label Studio tasks with the model's pre-annotations, in the order picked. See docs/adapt.md.")
     p.add_argument("pool", nargs="+", metavar="PATH",
@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--labels", metavar="A,B,...", help="labels to select for (default: every label of the model); "
                                                         "--n is shared among them")
     p.add_argument("--labelled", action="append", metavar="MANIFEST.csv",
-                   help="photos already labelled (repeatable): never picked again; diversity keeps away from them")
+                   help="photos already labelled (repeatable): never picked again")
     p.add_argument("--clean", action="append", metavar="PATH",
                    help="files/folders believed to hold no positives (e.g. a category of everyday listings): "
                         "their top-scored photos are added as look-alike checks")
@@ -69,7 +69,6 @@ def add_parser(sub: Any) -> None:
 
 def _pool_paths(args_paths: Sequence[str], recursive: bool) -> Tuple[List[str], Dict[str, Tuple[str, str]]]:
     """Inputs as `predict` expands them; a .csv argument contributes its manifest rows' image paths."""
-    from wildlife_vision.data.manifest import read_manifest_table
     from wildlife_vision.inputs import expand_inputs
 
     plain = [a for a in args_paths if not a.lower().endswith(".csv")]
@@ -79,24 +78,19 @@ def _pool_paths(args_paths: Sequence[str], recursive: bool) -> Tuple[List[str], 
     seen = set(paths)
     for a in args_paths:
         if a.lower().endswith(".csv"):
-            for p in manifest_paths(a, read_manifest_table):
+            for p in manifest_paths(a):
                 if p not in seen:
                     seen.add(p)
                     paths.append(p)
     return paths, problems
 
 
-def manifest_paths(path: str, reader: Any = None) -> List[str]:
-    """The resolved image paths of a manifest CSV's rows (relative paths are relative to the manifest)."""
-    if reader is None:
-        from wildlife_vision.data.manifest import read_manifest_table as reader
-    table = reader(path)
-    root = Path(path).resolve().parent
-    out = []
-    for row in table.rows:
-        img = row.get("image", "")
-        out.append(str(Path(img) if os.path.isabs(img) else (root / img)))
-    return out
+def manifest_paths(path: str) -> List[str]:
+    """The image paths of a manifest CSV's rows (relative paths resolved against the manifest's folder)."""
+    from wildlife_vision.data.manifest import read_manifest_table
+
+    table = read_manifest_table(path)
+    return [str(table.image_path(i)) for i in range(len(table))]
 
 
 def _score_and_embed(model: Any, paths: Sequence[str], args: argparse.Namespace, what: str):
@@ -115,7 +109,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     from wildlife_vision.cli_predict import _load_model
     from wildlife_vision.data.labelstudio import LabelStudioError, predictions_to_tasks
-    from wildlife_vision.data.labelstudio_config import read_config, read_label_map
+    from wildlife_vision.data.cli import _ls_maps
     from wildlife_vision.data.manifest import ManifestError, atomic_write_text
     from wildlife_vision.data.select import plan_selection
     from wildlife_vision.errors import EmbeddingUnavailable
@@ -129,14 +123,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.confident is not None and args.confident < 0:
         return fail(cmd, "--confident must be at least 0")
     try:
-        config = read_config(args.config) if args.config else None
-        choice_map = read_label_map(args.label_map) if args.label_map else {}
-        label_map = {}
-        for it in args.map or []:
-            if "=" not in it:
-                raise ValueError(f"--map takes LABEL=CHOICE, got {it!r}")
-            a, b = it.split("=", 1)
-            label_map[a.strip()] = b.strip()
+        config, choice_map, label_map = _ls_maps(args)  # as labelstudio-export reads them
         pool, problems = _pool_paths(args.pool, args.recursive)
         labelled = set()
         for m in args.labelled or []:
@@ -166,11 +153,6 @@ def cmd_select(args: argparse.Namespace) -> int:
         return fail(cmd, f"none of the {len(todo)} pool photos could be read", EXIT_FAILURE)
     scores = np.asarray([[preds[p].scores[lab] for lab in labels] for p in ok], dtype=np.float64)
     x = np.stack([embs[p].vector for p in ok])
-    lab_x = None
-    known = sorted(labelled)
-    if known:  # embeddings of what is already labelled, for the diversity step (unreadable ones are skipped)
-        le = [e.vector for e in model.embed_iter(known, batch_size=args.batch_size, workers=args.workers) if e.ok]
-        lab_x = np.stack(le) if le else None
     clean_scores, clean_ok = None, []
     if clean:
         cp = {p.input: p for p in model.predict_iter(clean, batch_size=args.batch_size, workers=args.workers)}
@@ -180,7 +162,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             preds[p] = cp[p]
     k = args.confident if args.confident is not None else (max(1, args.n // 10) if clean else 0)
     picks = plan_selection(scores, [model.thresholds[lab] for lab in labels], x, args.n, labels,
-                           candidates=args.candidates, labelled=lab_x, clean_scores=clean_scores, confident=k)
+                           candidates=args.candidates, clean_scores=clean_scores, confident=k)
     chosen: List[Tuple[str, str]] = []
     for where, i, reason in picks:
         chosen.append(((ok if where == "pool" else clean_ok)[i], reason))

@@ -53,9 +53,14 @@ def kmeans_medoids(z: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.
         centres.append(c)
         d2 = np.minimum(d2, np.sum((z - z[c]) ** 2, axis=1))
     cent = z[centres].astype(np.float64)
+    zz = (z * z).sum(1)[:, None]
+
+    def sq_dist() -> np.ndarray:  # (n, k) squared distances of every row to every centre
+        return zz - 2 * z @ cent.T + (cent * cent).sum(1)[None, :]
+
     assign = np.zeros(n, dtype=int)
     for it in range(iters):
-        dist = (z * z).sum(1)[:, None] - 2 * z @ cent.T + (cent * cent).sum(1)[None, :]
+        dist = sq_dist()
         new = np.argmin(dist, axis=1)
         if it and np.array_equal(new, assign):
             break
@@ -68,7 +73,7 @@ def kmeans_medoids(z: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.
                 far = int(np.argmax(dist[np.arange(n), assign]))
                 cent[c] = z[far]
                 assign[far] = c
-    dist = (z * z).sum(1)[:, None] - 2 * z @ cent.T + (cent * cent).sum(1)[None, :]
+    dist = sq_dist()
     out = []
     for c in range(k):
         members = np.flatnonzero(assign == c)
@@ -140,10 +145,12 @@ def select_for_review(scores: np.ndarray, threshold: float, embeddings: np.ndarr
 
 def plan_selection(scores: np.ndarray, thresholds: Sequence[float], embeddings: np.ndarray, n: int,
                    labels: Sequence[str], candidates: float = 4.0, labelled: Optional[np.ndarray] = None,
-                   clean_scores: Optional[np.ndarray] = None, confident: int = 0) -> List[Tuple[str, int, str]]:
+                   clean_scores: Optional[np.ndarray] = None, confident: int = 0,
+                   diversity: str = "kmeans") -> List[Tuple[str, int, str]]:
     """What `data select` picks: ``n`` pool photos shared among ``labels`` (``scores``: (N, L), one column per
     label, with its threshold in ``thresholds``), each label's share by :func:`select_for_review` among the photos
-    no earlier label took; then, with ``clean_scores`` (M, L) of a pool believed to hold no positives, the
+    no earlier label took (with ``diversity="kcenter"``, also away from ``labelled`` embeddings and from the
+    earlier labels' picks; k-means does not use them); then, with ``clean_scores`` (M, L) of a pool believed to hold no positives, the
     ``confident`` top-scored clean photos per label (:func:`confident_positives`).
 
     Returns ``(where, index, reason)`` in the order picked: ``where`` is ``"pool"`` or ``"clean"``, ``index`` a row
@@ -152,16 +159,17 @@ def plan_selection(scores: np.ndarray, thresholds: Sequence[float], embeddings: 
     taken = np.zeros(len(scores), dtype=bool)
     out: List[Tuple[str, int, str]] = []
     share = [n // len(labels) + (1 if j < n % len(labels) else 0) for j in range(len(labels))]
-    seen = labelled
+    seen = labelled if diversity == "kcenter" else None
     for j, lab in enumerate(labels):
         if share[j] == 0 or taken.all():
             continue
         idx = select_for_review(scores[:, j], thresholds[j], embeddings, share[j], candidates=candidates,
-                                exclude=taken, labelled=seen)
+                                exclude=taken, labelled=seen, diversity=diversity)
         taken[idx] = True
         out += [("pool", int(i), f"uncertain: {lab}") for i in idx]
-        picked = embeddings[idx]
-        seen = picked if seen is None or not len(seen) else np.concatenate([seen, picked])
+        if diversity == "kcenter":
+            picked = embeddings[idx]
+            seen = picked if seen is None or not len(seen) else np.concatenate([seen, picked])
     if clean_scores is not None and confident > 0 and len(clean_scores):
         cs = np.asarray(clean_scores, dtype=np.float64).reshape(-1, len(labels))
         used = np.zeros(len(cs), dtype=bool)
