@@ -72,6 +72,8 @@ def _torch_available() -> str:
 
 #: benchmark config key per execution profile beyond the file's own fp32 and its INT8 twin
 PROFILE_CONFIGS = {"bf16": "ov_bf16", "openvino-fp32": "ov_fp32"}
+#: the config that measures each profile
+CONFIG_OF_PROFILE = {"fp32": "ort_fp32", "int8": "ort_int8", **PROFILE_CONFIGS}
 
 
 def _measure_profiles(args: argparse.Namespace, model_path: Path, meta: Any, base: Dict[str, Any], threads: int,
@@ -97,8 +99,7 @@ def _measure_profiles(args: argparse.Namespace, model_path: Path, meta: Any, bas
     try:
         auto = choose_profile(meta, model_path, "auto", "auto", cpu)
         auto_info: Dict[str, Any] = {"profile": auto.name, "skipped": list(auto.skipped),
-                                     "config": {"fp32": "ort_fp32", "int8": "ort_int8"}.get(auto.name,
-                                                                                            PROFILE_CONFIGS.get(auto.name))}
+                                     "config": CONFIG_OF_PROFILE.get(auto.name)}
     except ProfileError as e:
         auto_info = {"profile": None, "error": str(e)}
     return {"cpu": cpu.to_dict(), "table": table, "auto": auto_info}

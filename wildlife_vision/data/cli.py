@@ -303,26 +303,9 @@ def cmd_stats(args) -> int:
     return EXIT_OK
 
 
-def _parse_map(items: Optional[Sequence[str]], flag: str) -> dict:
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ValueError(f"{flag} takes FROM=TO, got {it!r}")
-        a, b = it.split("=", 1)
-        out[a.strip()] = b.strip()
-    return out
-
-
-def _ls_maps(args):
-    """--config, --label-map and --map of the Label Studio commands -> (config or None, choice map, --map items)."""
-    from wildlife_vision.data.labelstudio_config import read_config, read_label_map
-
-    config = read_config(args.config) if args.config else None
-    choice_map = read_label_map(args.label_map) if args.label_map else {}
-    return config, choice_map, _parse_map(args.map, "--map")
-
-
 def cmd_ls_import(args) -> int:
+    from wildlife_vision.data.labelstudio_config import ls_maps
+
     from wildlife_vision.data.labelstudio import LabelStudioError, import_labelstudio
     from wildlife_vision.data.manifest import write_manifest
 
@@ -331,7 +314,7 @@ def cmd_ls_import(args) -> int:
     if Path(args.output).exists() and not args.force:
         return _err("labelstudio-import", f"{args.output} exists; pass --force to replace it")
     try:
-        config, choice_map, items = _ls_maps(args)
+        config, choice_map, items = ls_maps(args)
         res = import_labelstudio(args.export, args.output, image_root=args.image_root,
                                  labels=_parse_by([args.labels] if args.labels else None) or None, policy=args.policy,
                                  label_map={**choice_map, **items}, none_choices=args.none_choice or (),
@@ -366,6 +349,8 @@ def cmd_ls_import(args) -> int:
 
 
 def cmd_ls_export(args) -> int:
+    from wildlife_vision.data.labelstudio_config import ls_maps
+
     from wildlife_vision.data.labelstudio import (AUTO, LabelStudioError, parse_thresholds, predictions_to_tasks,
                                                   read_prediction_records)
     from wildlife_vision.data.manifest import atomic_write_text
@@ -374,7 +359,7 @@ def cmd_ls_export(args) -> int:
         return _err("labelstudio-export", f"predictions file not found: {args.predictions}")
     image_root = args.image_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or None
     try:
-        config, choice_map, items = _ls_maps(args)
+        config, choice_map, items = ls_maps(args)
         thresholds = {}
         if args.model:
             from wildlife_vision.errors import ModelLoadError

@@ -109,7 +109,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     from wildlife_vision.cli_predict import _load_model
     from wildlife_vision.data.labelstudio import LabelStudioError, predictions_to_tasks
-    from wildlife_vision.data.cli import _ls_maps
+    from wildlife_vision.data.labelstudio_config import ls_maps
     from wildlife_vision.data.manifest import ManifestError, atomic_write_text
     from wildlife_vision.data.select import plan_selection
     from wildlife_vision.errors import EmbeddingUnavailable
@@ -123,7 +123,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.confident is not None and args.confident < 0:
         return fail(cmd, "--confident must be at least 0")
     try:
-        config, choice_map, label_map = _ls_maps(args)  # as labelstudio-export reads them
+        config, choice_map, label_map = ls_maps(args)  # as labelstudio-export reads them
         pool, problems = _pool_paths(args.pool, args.recursive)
         labelled = set()
         for m in args.labelled or []:

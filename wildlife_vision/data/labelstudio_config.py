@@ -21,7 +21,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 #: the labelling config documented in docs/data-curation.md (also tests/fixtures/labelstudio/documented.xml)
 DOCUMENTED_CONFIG = """<View>
@@ -219,5 +219,23 @@ class ChoiceMapper:
         return [v for v in self.control.values if self.to_label(self.control.stored(v)) is None]
 
 
+def parse_map(items: Optional[Sequence[str]], flag: str) -> dict:
+    """FROM=TO items (repeatable --map) as a dict."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ValueError(f"{flag} takes FROM=TO, got {it!r}")
+        a, b = it.split("=", 1)
+        out[a.strip()] = b.strip()
+    return out
+
+
+def ls_maps(args):
+    """--config, --label-map and --map of the Label Studio commands -> (config or None, choice map, --map items)."""
+    config = read_config(args.config) if args.config else None
+    choice_map = read_label_map(args.label_map) if args.label_map else {}
+    return config, choice_map, parse_map(args.map, "--map")
+
+
 __all__ = ["DOCUMENTED_CONFIG", "NONE_CHOICES", "LabelStudioError", "normalise_choice", "ChoicesControl",
-           "LabelConfig", "parse_config", "read_config", "read_label_map", "ChoiceMapper"]
+           "LabelConfig", "parse_config", "read_config", "read_label_map", "ChoiceMapper", "parse_map", "ls_maps"]

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .card_sections import fmt, split_name, with_ci
-
-
-def _ci(c: Mapping[str, Any], key: str) -> Any:
-    return (c.get("ci95") or {}).get(key)
+from .card_sections import ci_of, fmt, split_name, with_ci
 
 
 def _worst_edit(rob: Optional[Mapping[str, Any]], lab: str) -> str:
@@ -74,7 +70,7 @@ def profiles_section(meta: Mapping[str, Any], report: Mapping[str, Any], reports
             c = ((rep or {}).get("per_class") or {}).get(lab)
             th = (r["thresholds"] or {}).get(lab)
             cells.append("not evaluated" if not c else
-                         f"{with_ci(c.get('precision'), _ci(c, 'precision'))} / {with_ci(c.get('recall'), _ci(c, 'recall'))}"
+                         f"{with_ci(c.get('precision'), ci_of(c, 'precision'))} / {with_ci(c.get('recall'), ci_of(c, 'recall'))}"
                          f" at {fmt(th)}")
         macro = ((rep or {}).get("macro") or {}).get("ap")
         out.append(f"| **{r['name']}** | {r['runtime']} | {r['gate']} | " + " | ".join(cells) + f" | {fmt(macro)} | "

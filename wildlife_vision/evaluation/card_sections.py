@@ -138,7 +138,8 @@ def gate_failed(meta: Mapping[str, Any]) -> bool:
     return gate is not None and gate.get("passed") is not True
 
 
-def _ci_of(d: Mapping[str, Any], key: str) -> Any:
+def ci_of(d: Mapping[str, Any], key: str) -> Any:
+    """A figure's 95% interval from a report block (``ci95: {key: [lo, hi]}`` or ``KEY_ci95``)."""
     return (d.get("ci95") or {}).get(key) if isinstance(d.get("ci95"), Mapping) else d.get(f"{key}_ci95")
 
 
@@ -255,13 +256,13 @@ def metrics(labels: Sequence[str], report: Mapping[str, Any], baseline: Optional
            "|---|" + "---|" * (len(RATES) + 2)]
     for lab in labels:
         c = per_class.get(lab, {})
-        out.append(f"| `{lab}` | " + " | ".join(with_ci(c.get(k), _ci_of(c, k)) for k, _ in RATES) +
+        out.append(f"| `{lab}` | " + " | ".join(with_ci(c.get(k), ci_of(c, k)) for k, _ in RATES) +
                    f" | {c.get('support', '?')} | {fmt(c.get('threshold'))} |")
     if not any(isinstance(c.get("ci95"), Mapping) for c in per_class.values()):
         out += ["", "*This report carries no intervals (`ci95`): re-run `wildlife-vision evaluate` to get them.*"]
-    avg = [a for a in ("macro", "micro") if _ci_of(report.get(a) or {}, "ap")]
+    avg = [a for a in ("macro", "micro") if ci_of(report.get(a) or {}, "ap")]
     if avg:
-        out += ["", "; ".join(f"{a} AP on {sp}: {with_ci(report[a].get('ap'), _ci_of(report[a], 'ap'))}"
+        out += ["", "; ".join(f"{a} AP on {sp}: {with_ci(report[a].get('ap'), ci_of(report[a], 'ap'))}"
                               for a in avg) + "."]
     out.append("")
     src = (report.get("slices") or {}).get("source")
@@ -274,7 +275,7 @@ def metrics(labels: Sequence[str], report: Mapping[str, Any], baseline: Optional
                 c = (s.get("per_class") or {}).get(lab, {})
                 if not c or (not c.get("support") and not c.get("fp")):
                     continue
-                cells = [with_ci(c.get(k), _ci_of(c, k)) if (k != "precision" or c.get("tp", 0) + c.get("fp", 0))
+                cells = [with_ci(c.get(k), ci_of(c, k)) if (k != "precision" or c.get("tp", 0) + c.get("fp", 0))
                          and (k != "recall" or c.get("support")) else "n/a" for k, _ in RATES[:4]]
                 out.append(f"| {name} | {s.get('n_images')} | `{lab}` | {c.get('support')} | " + " | ".join(cells)
                            + " |")
@@ -287,8 +288,8 @@ def metrics(labels: Sequence[str], report: Mapping[str, Any], baseline: Optional
                 "|---|---|---|"]
         for lab in labels:
             a, b = per_class.get(lab, {}), (baseline.get("per_class") or {}).get(lab, {})
-            out.append(f"| `{lab}` | {with_ci(a.get('ap'), _ci_of(a, 'ap'))} | "
-                       f"{with_ci(b.get('ap'), _ci_of(b, 'ap'))} |")
+            out.append(f"| `{lab}` | {with_ci(a.get('ap'), ci_of(a, 'ap'))} | "
+                       f"{with_ci(b.get('ap'), ci_of(b, 'ap'))} |")
         out.append("")
     return out
 
@@ -315,13 +316,13 @@ def operating_points(meta: Mapping[str, Any], report: Mapping[str, Any],
         c = (report.get("per_class") or {}).get(lab, {})
         band = (meta.get("review_bands") or {}).get(lab, [None, None])
         cells = [fmt(meta["thresholds"][lab]), f"[{fmt(band[0])}, {fmt(band[1])})",
-                 with_ci(c.get("precision"), _ci_of(c, "precision")), with_ci(c.get("recall"), _ci_of(c, "recall"))]
+                 with_ci(c.get("precision"), ci_of(c, "precision")), with_ci(c.get("recall"), ci_of(c, "recall"))]
         if m8:
             c8 = ((r8 or m8.get("metrics") or {}).get("per_class") or {}).get(lab, {})
             b8 = (m8.get("review_bands") or {}).get(lab, [None, None])
             cells += [fmt((m8.get("thresholds") or {}).get(lab)), f"[{fmt(b8[0])}, {fmt(b8[1])})",
-                      with_ci(c8.get("precision"), _ci_of(c8, "precision")),
-                      with_ci(c8.get("recall"), _ci_of(c8, "recall"))]
+                      with_ci(c8.get("precision"), ci_of(c8, "precision")),
+                      with_ci(c8.get("recall"), ci_of(c8, "recall"))]
         out.append(f"| `{lab}` | " + " | ".join(cells) + " |")
     out.append("")
     if int8:
@@ -415,8 +416,8 @@ def calibration(meta: Mapping[str, Any], report: Mapping[str, Any]) -> List[str]
         if prev is None and pos is not None and n:
             prev = pos / n
         review = p.get("review_rate", p.get("review_fraction"))
-        cells = [str(pos if pos is not None else "?"), fmt(prev), with_ci(a.get("precision"), _ci_of(a, "precision")),
-                 with_ci(a.get("recall"), _ci_of(a, "recall"))]
+        cells = [str(pos if pos is not None else "?"), fmt(prev), with_ci(a.get("precision"), ci_of(a, "precision")),
+                 with_ci(a.get("recall"), ci_of(a, "recall"))]
         if at_prev:
             ap = p.get("at_prevalence") or {}
             cells.append(with_ci(ap.get("precision"), ap.get("precision_ci95")))
@@ -468,8 +469,8 @@ def negative_sources(labels: Sequence[str], report: Mapping[str, Any]) -> List[s
             if c is None:
                 continue
             out.append(f"| {name} | {split_name(s) if s.get('split') else split_name(report)} | "
-                       f"{s.get('n_images', '?')} | `{lab}` | {with_ci(c.get('flag_rate'), _ci_of(c, 'flag_rate'))}"
-                       f" | {with_ci(c.get('review_rate'), _ci_of(c, 'review_rate'))} |")
+                       f"{s.get('n_images', '?')} | `{lab}` | {with_ci(c.get('flag_rate'), ci_of(c, 'flag_rate'))}"
+                       f" | {with_ci(c.get('review_rate'), ci_of(c, 'review_rate'))} |")
     return out + [""]
 
 

@@ -82,7 +82,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
 
     model_path, output = Path(args.model), Path(args.output)
-    if output.exists() and not args.overwrite and not output.is_dir():
+    if args.resamples < 0:
+        return fail("calibrate", f"--resamples must be 0 or more, got {args.resamples}")
+    if output.is_dir():
+        return fail("calibrate", f"--output {output} is a folder; give the new model's file name")
+    if output.exists() and not args.overwrite:
         return fail("calibrate", f"{output} already exists; pass --overwrite to replace it")
     if not (args.profile == "int8" and args.twin) and (not args.data or args.target_precision is None):
         return fail("calibrate", "--data and --target-precision are required")
@@ -92,12 +96,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from .profile_calibrate import run_profile_calibration
 
         return run_profile_calibration(args)
-    if args.resamples < 0:
-        return fail("calibrate", f"--resamples must be 0 or more, got {args.resamples}")
-    if output.is_dir():
-        return fail("calibrate", f"--output {output} is a folder; give the new model's file name")
-    if output.exists() and not args.overwrite:
-        return fail("calibrate", f"{output} already exists; pass --overwrite to replace it")
     try:
         model = load_model(model_path, batch_size=max(1, args.batch_size))
         data = model_path.read_bytes()

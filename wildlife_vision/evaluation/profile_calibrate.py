@@ -18,7 +18,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -61,7 +61,11 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
             if not args.twin:
                 return fail(cmd, "the int8 profile is a twin file made by `wildlife-vision export --int8`, with its "
                                  "own operating point and gate: link it with --twin MODEL.int8.onnx")
-            entry = link_twin(model_path, Path(args.twin), output, getattr(args, "set_version", None))
+            entry = twin_entry(model_path, Path(args.twin))
+            if not entry["gate"]["passed"] and not args.keep_failing:
+                return fail(cmd, f"the twin {args.twin} failed its INT8 gate ({'; '.join(entry['gate']['failures'])}); "
+                                 "nothing written (--keep-failing links it marked as failing)", EXIT_FAILURE)
+            link_twin(model_path, Path(args.twin), output, getattr(args, "set_version", None), entry)
             print(f"wrote {output} with profile 'int8' -> {entry['file']} (gate "
                   f"{'passed' if entry['gate']['passed'] else 'FAILED'})")
             return EXIT_OK if entry["gate"]["passed"] else EXIT_FAILURE
@@ -151,6 +155,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
 def twin_entry(model_path: Path, twin_path: Path) -> Dict[str, Any]:
     """The ``profiles["int8"]`` block that points a model at its INT8 twin: the twin's file name (beside the model),
     sha256 and gate result (from the twin's own metadata, set by `export --int8`)."""
+    from ..data.manifest import file_sha256
     from ..errors import ModelLoadError
     from ..metadata import read_model_metadata
 
@@ -162,22 +167,23 @@ def twin_entry(model_path: Path, twin_path: Path) -> Dict[str, Any]:
         raise ModelLoadError(f"{twin_path} is not an INT8 twin (no training.quantization in its metadata)")
     gate = dict((meta.metrics or {}).get("int8_gate") or {})
     return {"runtime": "onnxruntime", "precision": "int8", "file": twin_path.name,
-            "sha256": hashlib.sha256(twin_path.read_bytes()).hexdigest(),
+            "sha256": file_sha256(twin_path),
             "gate": {"passed": gate.get("passed") is True, "failures": gate.get("failures") or
                      ([] if gate.get("passed") else ["the twin has no passing int8_gate in its metadata"]),
                      "split": gate.get("split")},
             "note": "thresholds, review bands and metrics are the twin's own (its metadata)"}
 
 
-def link_twin(model_path: Path, twin_path: Path, output: Path, version: Any = None) -> Dict[str, Any]:
-    """Write ``output``: ``model_path`` with ``profiles["int8"]`` pointing at ``twin_path`` (and ``version`` as its
-    model_version when given); returns the block."""
+def link_twin(model_path: Path, twin_path: Path, output: Path, version: Any = None,
+              entry: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write ``output``: ``model_path`` with ``profiles["int8"]`` pointing at ``twin_path`` (``entry``: its
+    :func:`twin_entry`, made here when not given; ``version`` as the model_version when given); returns the block."""
     from ..data.manifest import atomic_write_bytes
     from ..metadata import METADATA_KEY, scan_onnx, write_metadata_bytes
 
     data = Path(model_path).read_bytes()
     raw = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
-    entry = twin_entry(model_path, twin_path)
+    entry = entry or twin_entry(model_path, twin_path)
     new = {**raw, "profiles": {**(raw.get("profiles") or {}), "int8": entry}}
     if version:
         new["model_version"] = str(version)
