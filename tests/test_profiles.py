@@ -148,6 +148,17 @@ def test_openvino_fp32_matches_onnxruntime_and_calibrate_profile_gates_it(tmp_pa
     ov = wv.load_model(out, runtime="openvino", precision="fp32")
     assert ov.profile == "openvino-fp32" and ov.providers == ["OpenVINO:CPU:fp32"]
     assert ov.thresholds == entry["thresholds"]
+    # OpenVINO profiles are calibrated and run on uint8 crops normalised in the graph; a float batch still runs
+    assert entry["input"] == "uint8-nhwc" and ov.takes_uint8 and not ref.takes_uint8
+    crops = ov._empty_batch(3)
+    for i in range(3):
+        assert ov.prepare(str(photos[i]), crops[i])[0] is None
+    assert crops.dtype == np.uint8 and crops.shape[-1] == 3
+    floats = ref._empty_batch(3)
+    for i in range(3):
+        ref.prepare(str(photos[i]), floats[i])
+    assert np.allclose(ov.run_batch(crops), ov.run_batch(floats), atol=1e-5)
+    assert np.allclose(ref.run_batch(crops), ref.run_batch(floats), atol=1e-6), "crops into a float session"
     got = np.array([[p.scores[lab] for lab in ov.labels] for p in ov.predict([str(p) for p in photos])])
     assert np.allclose(got, scores, atol=1e-5)
     emb = ov.embed([str(photos[0])])[0]
@@ -165,7 +176,7 @@ def test_openvino_fp32_matches_onnxruntime_and_calibrate_profile_gates_it(tmp_pa
     assert main(["model-card", str(out), "--report", str(own / "report.json"), "--profile-report",
                  f"openvino-fp32={prof / 'report.json'}", "--output", str(card)]) == 0
     text = card.read_text()
-    assert "## Execution profiles" in text and "| **openvino-fp32** | openvino fp32 | passed" in text
+    assert "## Execution profiles" in text and "| **openvino-fp32** | openvino fp32 (uint8 input, normalised in the graph) | passed" in text
     assert main(["model-card", str(out), "--report", str(own / "report.json"), "--profile-report",
                  f"openvino-fp32={own / 'report.json'}", "--output", str(card)]) == 2, "the fp32 report is refused"
 

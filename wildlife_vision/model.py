@@ -26,9 +26,12 @@ from .errors import EmbeddingUnavailable, ImageDecodeError, MetadataError, Model
 from .evaluation.probability import ScoreMap, ScoreMapError, score_maps
 from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .explain import Explanation
-from .profiles import SPECS, Choice, choose_profile, own_profile
+from .profiles import SPECS, UINT8_INPUT, Choice, choose_profile, own_profile
 from .sessions import OpenVINOSession, onnxruntime_session
-from .preprocess import ImageInput, PreprocessConfig, crop_box, load_image, normalize, resize_and_crop_rgb
+from .fastjpeg import load_rgb
+from .input_types import INPUT_TYPES, _checked_inputs, _input_name, _is_single, _unsupported  # noqa: F401
+from .preprocess import (ImageInput, PreprocessConfig, crop_box, load_image, normalize, normalize_batch,
+                         resize_and_crop_rgb)
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +50,6 @@ PathLike = Union[str, os.PathLike]
 EMBEDDING_OUTPUT = "embedding"
 #: the class-activation-map output (labels x grid, logits) that `wildlife-vision export` adds for heatmaps
 HEATMAP_OUTPUT = "cam"
-
-#: Python types accepted as one input.
-INPUT_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -162,39 +161,6 @@ def _choose_providers(requested: Optional[Sequence[str]]) -> List[str]:
     return out
 
 
-def _is_single(x: Any) -> bool:
-    return isinstance(x, INPUT_TYPES) or not isinstance(x, Iterable) or isinstance(x, (Mapping, io.IOBase))
-
-
-def _checked_inputs(x: Any) -> Tuple[bool, List[Any], List[str]]:
-    """(one input?, the inputs as a list, their names) for predict/embed/explain; an unsupported Python type is a
-    programming error, raised as TypeError naming the type (and position) before anything runs."""
-    single = _is_single(x)
-    items = [x] if single else list(x)
-    for i, item in enumerate(items):
-        if not isinstance(item, INPUT_TYPES):
-            raise TypeError(_unsupported(item, "" if single else f" at position {i}"))
-    return single, items, [_input_name(item, None if single else i) for i, item in enumerate(items)]
-
-
-def _input_name(item: Any, index: Optional[int] = None) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return os.fsdecode(item) if not isinstance(item, str) else item
-    at = "" if index is None else f" #{index}"
-    if isinstance(item, np.ndarray):
-        return f"<ndarray {'x'.join(map(str, item.shape))}{at}>"
-    if isinstance(item, Image.Image):
-        return f"<PIL.Image {item.mode} {item.size[0]}x{item.size[1]}{at}>"
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return f"<bytes {len(item)}{at}>"
-    return f"<{type(item).__name__}{at}>"
-
-
-def _unsupported(item: Any, where: str = "") -> str:
-    return (f"unsupported input type {type(item).__name__}{where}: pass a path, bytes, a PIL.Image.Image or an "
-            "HxWx3 uint8 numpy array")
-
-
 _Error = Optional[Tuple[str, str]]  # (message, kind) or None
 #: what decoding one input gives the loop: its error (or None), the upright photo's size, a reduced copy of it
 _Prepared = Tuple[_Error, Optional[Tuple[int, int]], Optional[Image.Image]]
@@ -245,10 +211,15 @@ class Model:
                                 "re-run `wildlife-vision calibrate`") from None
         if self.profile_choice.runtime == "openvino":
             chosen: List[str] = []
-            self.session = OpenVINOSession(data, self.profile_choice.precision, threads, str(self.path))
+            pre_cfg = self.metadata.preprocess  # a profile calibrated on uint8 crops normalises in the graph
+            norm = (pre_cfg.mean, pre_cfg.std) if entry.get("input") == UINT8_INPUT else None
+            self.session = OpenVINOSession(data, self.profile_choice.precision, threads, str(self.path), norm)
         else:
             chosen = _choose_providers(providers)
             self.session = onnxruntime_session(data, chosen, threads, str(self.path), GPU_PROVIDERS)
+        #: the scoring loop's batches: (N, H, W, 3) uint8 crops when the session normalises them itself, else
+        #: (N, 3, H, W) float32 normalised here (:func:`~wildlife_vision.preprocess.normalize`)
+        self.takes_uint8: bool = bool(getattr(self.session, "takes_uint8", False))
         self.providers: List[str] = list(self.session.get_providers())
         self._check_io()
         wanted_gpu = [p for p in chosen if p in GPU_PROVIDERS]
@@ -353,6 +324,8 @@ class Model:
     def run_outputs(self, batch: np.ndarray, outputs: Sequence[Optional[str]]) -> List[np.ndarray]:
         """Several outputs of one run (None: the scores); ``cam`` keeps its (N, labels, h, w) shape, the others are
         flattened to one row per image as in :meth:`run_batch`."""
+        if batch.dtype == np.uint8 and not self.takes_uint8:  # crops (N, H, W, 3) for a float session
+            batch = normalize_batch(batch, self.metadata.preprocess)
         names = [self._output_name if o is None else o for o in outputs]
         for name in names:
             if name not in self._output_names:
@@ -530,11 +503,14 @@ class Model:
 
     def _empty_batch(self, n: int) -> np.ndarray:
         h, w = self.metadata.preprocess.input_size
+        if self.takes_uint8:
+            return np.empty((n, h, w, 3), dtype=np.uint8)
         return np.empty((n, 3, h, w), dtype=np.float32)
 
     # ---- the loop's two steps, for callers that batch on their own (the HTTP service's micro-batcher) ------------
     def prepare(self, item: Any, out: np.ndarray) -> _Prepared:
-        """Decode and preprocess one input into ``out`` (one (3, H, W) float32 row of a batch). Returns what
+        """Decode and preprocess one input into ``out`` (one row of a :meth:`_empty_batch`: (3, H, W) float32, or
+        (H, W, 3) uint8 when :attr:`takes_uint8`). Returns what
         :meth:`score_prepared` needs back: ``(error or None, upright size, None)``; never raises for a bad input."""
         return self._prepare(item, out)
 
@@ -553,14 +529,21 @@ class Model:
             return (_unsupported(item), "unsupported_type"), None, None
         cfg = self.metadata.preprocess
         try:
-            img = load_image(item, cfg)
-            size = img.size
             photo = None
             if keep_photo > 0:
+                img = load_image(item, cfg)
+                size = img.size
                 photo = img.copy()
                 photo.thumbnail((keep_photo, keep_photo), Image.BILINEAR)
-            rgb = resize_and_crop_rgb(img, cfg)
-            normalize(rgb, cfg, out=out)
+                rgb = resize_and_crop_rgb(img, cfg)
+            else:  # the JPEG fast path where it is pixel-identical (wildlife_vision.fastjpeg)
+                arr = load_rgb(item, cfg)
+                size = (arr.shape[1], arr.shape[0])
+                rgb = resize_and_crop_rgb(arr, cfg)
+            if out.dtype == np.uint8:
+                out[...] = rgb
+            else:
+                normalize(rgb, cfg, out=out)
             return None, size, photo
         except ImageDecodeError as e:
             return (str(e), e.kind or "corrupt"), None, None

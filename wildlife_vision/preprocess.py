@@ -494,20 +494,25 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     return img.resize((out_w, out_h), INTERPOLATIONS[cfg.interpolation], box=box)
 
 
-def resize_and_crop_rgb(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
-    """:func:`resize_and_crop` as an HxWx3 uint8 array (the scoring loop's path). With ``cfg.resampler ==
-    "opencv"`` the resize runs in ``cv2.resize`` (the model's interpolation: bilinear or bicubic; no antialiasing),
-    on the whole photo, then the same centre crop; an extreme aspect ratio falls back to Pillow's region path."""
+def resize_and_crop_rgb(img: Union[Image.Image, np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
+    """:func:`resize_and_crop` as an HxWx3 uint8 array (the scoring loop's path); ``img`` is an RGB image or an
+    upright HxWx3 uint8 array (:func:`wildlife_vision.fastjpeg.load_rgb`). With ``cfg.resampler == "opencv"`` the
+    resize runs in ``cv2.resize`` (the model's interpolation: bilinear or bicubic; no antialiasing), on the whole
+    photo, then the same centre crop; an extreme aspect ratio falls back to Pillow's region path."""
     if cfg.resampler != "opencv":
+        if isinstance(img, np.ndarray):
+            img = Image.fromarray(img, "RGB")
         return np.asarray(resize_and_crop(img, cfg), dtype=np.uint8)
     import cv2
 
     out_h, out_w = cfg.input_size
-    w, h = img.size
+    w, h = (img.shape[1], img.shape[0]) if isinstance(img, np.ndarray) else img.size
     target_w, target_h, left, top = _layout((w, h), cfg)
     if target_w * target_h > _FULL_RESIZE_FACTOR * out_w * out_h:
+        if isinstance(img, np.ndarray):
+            img = Image.fromarray(img, "RGB")
         return np.asarray(resize_and_crop(img, dataclasses.replace(cfg, resampler="pillow-region")), dtype=np.uint8)
-    src = np.asarray(img, dtype=np.uint8)
+    src = img if isinstance(img, np.ndarray) else np.asarray(img, dtype=np.uint8)
     if (target_w, target_h) != (w, h):
         src = cv2.resize(src, (target_w, target_h), interpolation=_CV2_INTERPOLATION.get(cfg.interpolation,
                                                                                       cv2.INTER_LINEAR))
@@ -543,6 +548,14 @@ def normalize(rgb: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = N
     return out
 
 
+def normalize_batch(crops: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """(N, H, W, 3) uint8 crops -> the (N, 3, H, W) float32 batch :func:`normalize` makes of each."""
+    out = np.empty((crops.shape[0], 3, crops.shape[1], crops.shape[2]), dtype=np.float32)
+    for i in range(crops.shape[0]):
+        normalize(crops[i], cfg, out=out[i])
+    return out
+
+
 def preprocess(source: ImageInput, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
     """Decode ``source`` and return the model input for it: float32 array of shape (3, H, W)."""
     rgb = resize_and_crop_rgb(load_image(source, cfg), cfg)
@@ -560,5 +573,5 @@ def preprocess_batch(sources: Sequence[ImageInput], cfg: PreprocessConfig) -> np
     return batch
 
 
-__all__ = ["PreprocessConfig", "load_image", "resize_and_crop", "crop_box", "normalize", "preprocess", "preprocess_batch",
+__all__ = ["PreprocessConfig", "load_image", "resize_and_crop", "crop_box", "normalize", "normalize_batch", "preprocess", "preprocess_batch",
            "MAX_IMAGE_PIXELS", "MAX_FILE_BYTES", "INTERPOLATIONS", "ImageInput", "ImageDecodeError"]

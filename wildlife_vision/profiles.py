@@ -28,6 +28,9 @@ from .data.manifest import file_sha256
 from .errors import ModelLoadError
 
 RUNTIMES = ("onnxruntime", "openvino")
+#: a profile entry's ``"input"`` when it was calibrated on uint8 crops normalised inside the OpenVINO graph
+#: (the scoring loop then skips numpy's normalisation); entries without it are fed float32 as before
+UINT8_INPUT = "uint8-nhwc"
 PRECISIONS = ("fp32", "int8", "bf16")
 
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,30 +52,56 @@ class OpenVINOSession:
     (OpenVINO's ``INFERENCE_PRECISION_HINT``); each :meth:`run` uses a new infer request, so concurrent callers
     do not share state."""
 
-    def __init__(self, data: bytes, precision: str, threads: Optional[int], source: str):
+    def __init__(self, data: bytes, precision: str, threads: Optional[int], source: str,
+                 normalize: Optional[Tuple[Sequence[float], Sequence[float]]] = None):
         try:
             import openvino as ov
         except ImportError:
             raise ModelLoadError("the OpenVINO runtime is not installed: pip install 'wildlife-vision[openvino]'") from None
-        core = ov.Core()
-        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                                  "PERFORMANCE_HINT": "LATENCY"}
+        self._ov, self._core, self._data, self._source = ov, ov.Core(), data, source
+        self._config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                                        "PERFORMANCE_HINT": "LATENCY"}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        try:
-            model = core.read_model(data, b"")  # the ONNX bytes, no weights file
-            self._compiled = core.compile_model(model, "CPU", config)
-        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ModelLoadError(f"{source} could not be compiled by OpenVINO: {first}") from None
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        #: True: the compiled model takes (N, H, W, 3) uint8 crops and normalises them in the graph (a profile
+        #: calibrated that way, ``"input": "uint8-nhwc"``); float (N, 3, H, W) batches then run a second, plain
+        #: compilation made on first use
+        self.takes_uint8 = normalize is not None
+        self._plain: Any = None
+        self._compiled = self._compile(normalize)
+        if self.takes_uint8:
+            self._u8_name = self._compiled.inputs[0].get_any_name()
         self.precision = precision
         got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         self.inference_precision = "bf16" if ("bf16" in got or "bfloat16" in got) else "fp32"
         if self.inference_precision != ("bf16" if precision == "bf16" else "fp32"):
             raise ModelLoadError(f"OpenVINO runs {source} in {got}, not the {precision} that was asked for (and "
                                  "calibrated); this CPU may lack native support")
-        self._inputs = [_arg(p) for p in self._compiled.inputs]
+        self._inputs = [_arg(p) for p in self._read().inputs]  # the file's own (N, 3, H, W) float input
         self._outputs = [_arg(p) for p in self._compiled.outputs]
+
+    def _read(self) -> Any:
+        return self._core.read_model(self._data, b"")  # the ONNX bytes, no weights file
+
+    def _compile(self, normalize: Optional[Tuple[Sequence[float], Sequence[float]]]) -> Any:
+        try:
+            model = self._read()
+            if normalize is not None:
+                from openvino.preprocess import PrePostProcessor
+
+                mean, std = normalize
+                ppp = PrePostProcessor(model)
+                inp = ppp.input(model.inputs[0].get_any_name())
+                inp.tensor().set_element_type(self._ov.Type.u8).set_layout(self._ov.Layout("NHWC"))
+                inp.model().set_layout(self._ov.Layout("NCHW"))
+                # (x / 255 - mean) / std, as wildlife_vision.preprocess.normalize
+                inp.preprocess().convert_element_type(self._ov.Type.f32).mean(
+                    [255.0 * float(m) for m in mean]).scale([255.0 * float(v) for v in std])
+                model = ppp.build()
+            return self._core.compile_model(model, "CPU", self._config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ModelLoadError(f"{self._source} could not be compiled by OpenVINO: {first}") from None
 
     def get_inputs(self) -> List[_Arg]:
         return list(self._inputs)
@@ -87,8 +113,15 @@ class OpenVINOSession:
         return [f"OpenVINO:CPU:{self.precision}"]
 
     def run(self, names: Sequence[str], feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        request = self._compiled.create_infer_request()
-        request.infer({self._inputs[0].name: np.ascontiguousarray(next(iter(feeds.values())))})
+        x = np.ascontiguousarray(next(iter(feeds.values())))
+        if self.takes_uint8 and x.dtype == np.uint8:
+            request = self._compiled.create_infer_request()
+            request.infer({self._u8_name: x})
+        else:
+            if self.takes_uint8 and self._plain is None:
+                self._plain = self._compile(None)
+            request = (self._plain or self._compiled).create_infer_request()
+            request.infer({self._inputs[0].name: x})
         return [np.array(request.get_tensor(n).data, copy=True) for n in names]
 
 

@@ -60,7 +60,8 @@ def profiles_section(meta: Mapping[str, Any], report: Mapping[str, Any], reports
         rows.append({"name": name, "runtime": f"{entry.get('runtime')} {entry.get('precision')}"
                      + (f" (resize: {entry['resampler']}"
                         + (f" {entry['interpolation']}" if entry.get("interpolation") else "") + ")"
-                        if entry.get("resampler") else ""),
+                        if entry.get("resampler") else "")
+                     + (" (uint8 input, normalised in the graph)" if entry.get("input") == "uint8-nhwc" else ""),
                      "gate": ("passed" if g.get("passed") else "FAILED") + (f": {drops}" if drops else ""),
                      "report": reports.get(name), "thresholds": entry.get("thresholds")})
     for r in rows:

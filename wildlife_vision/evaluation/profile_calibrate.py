@@ -35,6 +35,14 @@ def _fast(choice: Any) -> Dict[str, Any]:
     return dict(FAST_PREPROCESS.get(choice or "", {}))
 
 
+def _feed(spec: Any) -> Dict[str, Any]:
+    """OpenVINO profiles are calibrated (and so run) on uint8 crops normalised inside the graph: the same
+    normalisation, without numpy's float pass over every photo (docs/profiles.md)."""
+    from ..profiles import UINT8_INPUT
+
+    return {"input": UINT8_INPUT} if spec.runtime == "openvino" else {}
+
+
 def run_profile_calibration(args: argparse.Namespace) -> int:
     from ..data.manifest import ManifestError, atomic_write_bytes, read_manifest, targets_for
     from ..errors import ModelLoadError
@@ -76,7 +84,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
             return fail(cmd, f"cannot calibrate profile '{name}' here: {reason}", EXIT_MODEL)
         cand = Model(model_path, batch_size=max(1, args.batch_size),
                      profile=Choice(name, spec.runtime, spec.precision, model_path,
-                                    {"draft": bool(args.draft), **_fast(args.fast_preprocess)}))
+                                    {"draft": bool(args.draft), **_fast(args.fast_preprocess), **_feed(spec)}))
         data = model_path.read_bytes()
         raw_meta = json.loads(scan_onnx(data, str(model_path))[METADATA_KEY])
     except ModelLoadError as e:
@@ -116,7 +124,7 @@ def run_profile_calibration(args: argparse.Namespace) -> int:
     g["max_abs_score_diff"] = float(np.abs(s_ref - s_new).max())
     block: Dict[str, Any] = {
         "runtime": spec.runtime, "precision": spec.precision, "draft": bool(args.draft),
-        **_fast(args.fast_preprocess),
+        **_fast(args.fast_preprocess), **_feed(spec),
         "thresholds": op_new["thresholds"],
         "review_bands": {k: list(v) for k, v in op_new["review_bands"].items()},
         "calibration": {**{k: v for k, v in op_new["calibration"].items() if k != "scores"},
