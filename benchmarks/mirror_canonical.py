@@ -1,0 +1,30 @@
+"""Experiment: mirror canonicalisation in front of v3 (no retraining): flip the network input when its
+horizontal moment of mean-subtracted intensity is negative. Scores the test split robustness."""
+import csv, json, sys, numpy as np
+from wildlife_vision.model import load_model
+from wildlife_vision.evaluation.robustness import measure_robustness, to_markdown
+mode = sys.argv[1]  # none | canonical  (run from the repository root: python benchmarks/mirror_canonical.py canonical)
+m = load_model("exported_models/wildtrade-lite0-v3.onnx")
+W = 256
+ramp = ((np.arange(W) - (W - 1) / 2) / (W / 2)).astype(np.float32)
+orig = m._prepare
+def prep(item, out, keep_photo=0):
+    r = orig(item, out, keep_photo)
+    if r[0] is None:
+        g = out.mean(axis=0)  # (H, W)
+        s = float(((g - g.mean()) * ramp[None, :]).sum())
+        if s < 0:
+            out[...] = out[:, :, ::-1].copy()
+    return r
+if mode == "canonical":
+    m._prepare = prep
+rows = [r for r in csv.DictReader(open("datasets/wildtrade-v2.csv")) if r["split"] == "test"]
+import os
+paths = []
+for r in rows:
+    p = r["image"]
+    paths.append(p if os.path.isabs(p) else os.path.join("datasets", p))
+print(len(paths), paths[0], os.path.exists(paths[0]))
+res = measure_robustness(m, paths, workers=2, progress=False, seed=0)
+json.dump(res, open(f"docs/results/wildtrade-lite0-v3/experiment-mirror-{mode}-test.json", "w"), indent=1)
+print(to_markdown(res))
