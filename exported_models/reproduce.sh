@@ -30,9 +30,11 @@ wildlife-vision export $RUN --output $OUT.onnx --int8 --int8-output $OUT.int8.on
 # 3.2.0: 3.1.0's network and fp32 operating point, plus execution profiles (wildlife_vision.profiles): bf16 on
 # OpenVINO (calibrated and gated on val on its own scores, resized by OpenCV; needs a CPU with avx512_bf16 or
 # AMX to calibrate) and the INT8 twin linked as the int8 profile. The fp32 scores and thresholds are unchanged.
+# 3.2.1: the same, with the bf16 profile calibrated on uint8 crops normalised inside the OpenVINO graph (the
+# profile's "input": "uint8-nhwc"; docs/profiles.md).
 wildlife-vision calibrate $OUT.onnx --data $DATA --split val --target-precision 0.95 --review-recall 0.95 \
     --profile bf16 --fast-preprocess opencv --output $OUT.onnx --overwrite
-wildlife-vision calibrate $OUT.onnx --profile int8 --twin $OUT.int8.onnx --set-version 3.2.0 --output $OUT.onnx \
+wildlife-vision calibrate $OUT.onnx --profile int8 --twin $OUT.int8.onnx --set-version 3.2.1 --output $OUT.onnx \
     --overwrite
 for M in $OUT.onnx $OUT.int8.onnx; do
     [ -f "$M" ] || continue
