@@ -21,12 +21,12 @@ from __future__ import annotations
 import io
 import os
 from functools import lru_cache
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 from PIL import Image
 
-from .preprocess import (_ORIENTATION_TRANSPOSE, PreprocessConfig, _check_pixels, _read_source, _target_for,
+from .preprocess import (PreprocessConfig, _check_pixels, _draft_target, _orientation_transpose, _read_source,
                          load_image)
 
 _T = Image.Transpose
@@ -86,29 +86,24 @@ def _fast(data: bytes, cfg: Optional[PreprocessConfig], sj: Any) -> Optional[np.
     if img.format not in ("JPEG", "MPO") or img.mode not in ("RGB", "L"):
         return None
     _check_pixels(img.size, img.format)  # the same refusal as load_image, before any pixel is allocated
-    if cfg is not None and cfg.draft:
-        target = _target_for(img.size, cfg)
-        if img.size[0] >= 2 * target[0] and img.size[1] >= 2 * target[1]:
-            return None  # Pillow's reduced-scale decode, as calibrated
+    if _draft_target(img.size, cfg) is not None:
+        return None  # Pillow's reduced-scale decode, as calibrated
     try:
         arr = sj.decode_jpeg(data, colorspace="RGB", strict=True)
     except Exception:  # noqa: BLE001 - warnings and errors: Pillow's path decides
         return None
     if arr.shape[:2] != (img.size[1], img.size[0]):
         return None
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - as load_image: a corrupt EXIF block must not lose the photo
-        orientation = 1
-    method = _ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    method = _orientation_transpose(img)
     if method is not None:
         arr = np.ascontiguousarray(_NUMPY_TRANSPOSE[method](arr))
     return arr
 
 
-def load_rgb(source: Any, cfg: Optional[PreprocessConfig] = None) -> np.ndarray:
-    """:func:`~wildlife_vision.preprocess.load_image` as an upright (H, W, 3) uint8 RGB array, through the fast
-    path where it is exact (see the module docstring). Same errors as ``load_image``."""
+def load_pixels(source: Any, cfg: Optional[PreprocessConfig] = None) -> Union[np.ndarray, Image.Image]:
+    """The upright RGB photo: an (H, W, 3) uint8 array from the fast path where it is exact (see the module
+    docstring), else :func:`~wildlife_vision.preprocess.load_image`'s image as it is (no copy into an array:
+    :func:`~wildlife_vision.preprocess.resize_and_crop_rgb` takes either). Same errors as ``load_image``."""
     sj = decoder()
     if sj is not None and isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
         data = _read_source(source)
@@ -117,7 +112,12 @@ def load_rgb(source: Any, cfg: Optional[PreprocessConfig] = None) -> np.ndarray:
             if arr is not None:
                 return arr
         source = data
-    return np.asarray(load_image(source, cfg), dtype=np.uint8)
+    return load_image(source, cfg)
 
 
-__all__ = ["load_rgb", "decoder"]
+def load_rgb(source: Any, cfg: Optional[PreprocessConfig] = None) -> np.ndarray:
+    """:func:`load_pixels` as an upright (H, W, 3) uint8 RGB array."""
+    return np.asarray(load_pixels(source, cfg), dtype=np.uint8)
+
+
+__all__ = ["load_pixels", "load_rgb", "decoder"]

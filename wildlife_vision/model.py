@@ -28,7 +28,7 @@ from .metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata, scan_onnx
 from .explain import Explanation
 from .profiles import SPECS, UINT8_INPUT, Choice, choose_profile, own_profile
 from .sessions import OpenVINOSession, onnxruntime_session
-from .fastjpeg import load_rgb
+from .fastjpeg import load_pixels
 from .input_types import INPUT_TYPES, _checked_inputs, _input_name, _is_single, _unsupported  # noqa: F401
 from .preprocess import (ImageInput, PreprocessConfig, crop_box, load_image, normalize, normalize_batch,
                          resize_and_crop_rgb)
@@ -537,9 +537,9 @@ class Model:
                 photo.thumbnail((keep_photo, keep_photo), Image.BILINEAR)
                 rgb = resize_and_crop_rgb(img, cfg)
             else:  # the JPEG fast path where it is pixel-identical (wildlife_vision.fastjpeg)
-                arr = load_rgb(item, cfg)
-                size = (arr.shape[1], arr.shape[0])
-                rgb = resize_and_crop_rgb(arr, cfg)
+                pix = load_pixels(item, cfg)
+                size = (pix.shape[1], pix.shape[0]) if isinstance(pix, np.ndarray) else pix.size
+                rgb = resize_and_crop_rgb(pix, cfg)
             if out.dtype == np.uint8:
                 out[...] = rgb
             else:

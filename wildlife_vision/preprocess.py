@@ -348,10 +348,9 @@ def load_image(source: ImageInput, cfg: PreprocessConfig | None = None) -> Image
     fmt = img.format
     try:
         _check_pixels(img.size, fmt)
-        if cfg is not None and cfg.draft and fmt in ("JPEG", "MPO"):
-            target = _target_for(img.size, cfg)
-            if img.size[0] >= 2 * target[0] and img.size[1] >= 2 * target[1]:
-                img.draft("RGB", target)
+        target = _draft_target(img.size, cfg) if fmt in ("JPEG", "MPO") else None
+        if target is not None:
+            img.draft("RGB", target)
         img.load()
         _check_pixels(img.size, fmt)  # ICO/ICNS pick their frame size at load time
         return _to_rgb(_upright(img))
@@ -382,13 +381,28 @@ def _check_size_nonzero(img: Image.Image) -> None:
         raise ImageDecodeError(f"the image has zero width or height ({img.size[0]}x{img.size[1]})", kind="empty")
 
 
-def _upright(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag (a broken EXIF block is ignored rather than losing the photo)."""
+def _orientation_transpose(img: Image.Image) -> Any:
+    """The transpose that turns ``img`` upright by its EXIF orientation tag, or None (a broken EXIF block is
+    ignored rather than losing the photo)."""
     try:
         orientation = img.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001 - corrupt EXIF must not lose the photo
         orientation = 1
-    method = _ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return _ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+
+
+def _draft_target(size: Tuple[int, int], cfg: PreprocessConfig | None) -> Tuple[int, int] | None:
+    """The size a JPEG of ``size`` is draft-decoded to (``cfg.draft``: at least twice the resize target on both
+    sides), or None when it is decoded at full scale."""
+    if cfg is None or not cfg.draft:
+        return None
+    target = _target_for(size, cfg)
+    return target if size[0] >= 2 * target[0] and size[1] >= 2 * target[1] else None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (a broken EXIF block is ignored rather than losing the photo)."""
+    method = _orientation_transpose(img)
     if method is None:
         return img
     out = img.transpose(method)

@@ -68,7 +68,9 @@ class OpenVINOSession:
         #: compilation made on first use
         self.takes_uint8 = normalize is not None
         self._plain: Any = None
-        self._compiled = self._compile(normalize)
+        model = self._read()
+        self._inputs = [_arg(p) for p in model.inputs]  # the file's own (N, 3, H, W) float input
+        self._compiled = self._compile(model, normalize)
         if self.takes_uint8:
             self._u8_name = self._compiled.inputs[0].get_any_name()
         self.precision = precision
@@ -77,15 +79,20 @@ class OpenVINOSession:
         if self.inference_precision != ("bf16" if precision == "bf16" else "fp32"):
             raise ModelLoadError(f"OpenVINO runs {source} in {got}, not the {precision} that was asked for (and "
                                  "calibrated); this CPU may lack native support")
-        self._inputs = [_arg(p) for p in self._read().inputs]  # the file's own (N, 3, H, W) float input
         self._outputs = [_arg(p) for p in self._compiled.outputs]
 
-    def _read(self) -> Any:
-        return self._core.read_model(self._data, b"")  # the ONNX bytes, no weights file
+    def _failed(self, e: BaseException) -> ModelLoadError:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return ModelLoadError(f"{self._source} could not be compiled by OpenVINO: {first}")
 
-    def _compile(self, normalize: Optional[Tuple[Sequence[float], Sequence[float]]]) -> Any:
+    def _read(self) -> Any:
         try:
-            model = self._read()
+            return self._core.read_model(self._data, b"")  # the ONNX bytes, no weights file
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            raise self._failed(e) from None
+
+    def _compile(self, model: Any, normalize: Optional[Tuple[Sequence[float], Sequence[float]]]) -> Any:
+        try:
             if normalize is not None:
                 from openvino.preprocess import PrePostProcessor
 
@@ -100,8 +107,7 @@ class OpenVINOSession:
                 model = ppp.build()
             return self._core.compile_model(model, "CPU", self._config)
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ModelLoadError(f"{self._source} could not be compiled by OpenVINO: {first}") from None
+            raise self._failed(e) from None
 
     def get_inputs(self) -> List[_Arg]:
         return list(self._inputs)
@@ -119,7 +125,7 @@ class OpenVINOSession:
             request.infer({self._u8_name: x})
         else:
             if self.takes_uint8 and self._plain is None:
-                self._plain = self._compile(None)
+                self._plain = self._compile(self._read(), None)  # the uint8 compilation changed its model
             request = (self._plain or self._compiled).create_infer_request()
             request.infer({self._inputs[0].name: x})
         return [np.array(request.get_tensor(n).data, copy=True) for n in names]

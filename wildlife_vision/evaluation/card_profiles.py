@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..profiles import UINT8_INPUT
 from .card_sections import ci_of, fmt, split_name, with_ci
 
 
@@ -61,7 +62,7 @@ def profiles_section(meta: Mapping[str, Any], report: Mapping[str, Any], reports
                      + (f" (resize: {entry['resampler']}"
                         + (f" {entry['interpolation']}" if entry.get("interpolation") else "") + ")"
                         if entry.get("resampler") else "")
-                     + (" (uint8 input, normalised in the graph)" if entry.get("input") == "uint8-nhwc" else ""),
+                     + (" (uint8 input, normalised in the graph)" if entry.get("input") == UINT8_INPUT else ""),
                      "gate": ("passed" if g.get("passed") else "FAILED") + (f": {drops}" if drops else ""),
                      "report": reports.get(name), "thresholds": entry.get("thresholds")})
     for r in rows:
