@@ -13,7 +13,18 @@ from wildlife_vision import fastjpeg
 from wildlife_vision.errors import ImageDecodeError
 from wildlife_vision.preprocess import PreprocessConfig, load_image
 
-sj = pytest.importorskip("simplejpeg", reason="the fast path needs simplejpeg (the [openvino] extra, in [dev])")
+pytest.importorskip("simplejpeg", reason="the fast path's second decoder is simplejpeg (the [openvino] extra, in [dev])")
+pytest.importorskip("cv2", reason="the fast path's first decoder is OpenCV (the [openvino] extra, in [dev])")
+
+
+@pytest.fixture(params=["opencv", "simplejpeg"], autouse=True)
+def which(request, monkeypatch):
+    """Every test runs on each decoder (chosen with WILDLIFE_VISION_FAST_JPEG)."""
+    fastjpeg.decoder.cache_clear()
+    monkeypatch.setenv("WILDLIFE_VISION_FAST_JPEG", request.param)
+    yield request.param
+    monkeypatch.undo()
+    fastjpeg.decoder.cache_clear()
 
 
 def _photo(w=61, h=47, seed=0) -> Image.Image:
@@ -32,8 +43,11 @@ def _jpeg(img: Image.Image, orientation: int = 1, **kw) -> bytes:
     return buf.getvalue()
 
 
-def test_the_fast_path_is_on_and_passed_its_self_check():
-    assert fastjpeg.decoder() is sj
+def test_the_fast_path_is_on_and_passed_its_self_check(which, monkeypatch):
+    assert fastjpeg.decoder().name == which
+    monkeypatch.delenv("WILDLIFE_VISION_FAST_JPEG")
+    fastjpeg.decoder.cache_clear()
+    assert fastjpeg.decoder().name == "opencv", "by default OpenCV, which releases the GIL while it decodes"
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -85,19 +99,34 @@ def test_a_truncated_jpeg_gets_pillows_error(cut):
 def test_can_be_turned_off(monkeypatch):
     fastjpeg.decoder.cache_clear()
     monkeypatch.setenv("WILDLIFE_VISION_FAST_JPEG", "0")
-    try:
-        assert fastjpeg.decoder() is None
-        data = _jpeg(_photo())
-        assert np.array_equal(fastjpeg.load_rgb(data), np.asarray(load_image(data)))
-    finally:
-        monkeypatch.delenv("WILDLIFE_VISION_FAST_JPEG")
-        fastjpeg.decoder.cache_clear()
+    assert fastjpeg.decoder() is None
+    data = _jpeg(_photo())
+    assert np.array_equal(fastjpeg.load_rgb(data), np.asarray(load_image(data)))
 
 
-def test_a_decoder_that_differs_from_pillow_is_not_used():
-    class Off:
-        @staticmethod
-        def decode_jpeg(data, **kw):
-            return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) ^ 1
+def test_corrupt_data_before_the_end_marker_decodes_as_pillow_does_or_gets_its_error(monkeypatch):
+    """A file whose entropy-coded data is damaged but still ends in the end-of-image marker: libjpeg recovers with
+    a warning (simplejpeg then hands it to Pillow; OpenCV decodes it); the pixels are Pillow's, or so is the error."""
+    data = bytearray(_jpeg(_photo(200, 150), quality=90))
+    sos = data.index(b"\xff\xda")
+    for frac, junk in ((0.3, b"\x00" * 40), (0.6, b"\xff\xd0\x13\x37" * 8), (0.8, bytes(range(0, 250, 7)))):
+        bad = bytearray(data)
+        at = sos + int((len(data) - sos) * frac)
+        bad[at:at + len(junk)] = junk
+        bad = bytes(bad)
+        try:
+            want = np.asarray(load_image(bad))
+        except ImageDecodeError as e:
+            with pytest.raises(ImageDecodeError) as got:
+                fastjpeg.load_rgb(bad)
+            assert (got.value.kind, str(got.value)) == (e.kind, str(e))
+            continue
+        assert np.array_equal(fastjpeg.load_rgb(bad), want)
 
-    assert not fastjpeg._selfcheck(Off) and fastjpeg._selfcheck(sj)
+
+def test_a_decoder_that_differs_from_pillow_is_not_used(which, monkeypatch):
+    off = fastjpeg.Decoder("off", lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) ^ 1)
+    assert not fastjpeg._selfcheck(off) and fastjpeg._selfcheck(fastjpeg._DECODERS[which]())
+    fastjpeg.decoder.cache_clear()
+    monkeypatch.setitem(fastjpeg._DECODERS, which, lambda: off)
+    assert fastjpeg.decoder() is None or fastjpeg.decoder().name != "off"
