@@ -1,10 +1,16 @@
-"""Experiment: mirror canonicalisation in front of v3 (no retraining): flip the network input when its
-horizontal moment of mean-subtracted intensity is negative. Scores the test split robustness."""
+"""Experiment: mirror canonicalisation in front of a model (no retraining): flip the network input when its
+horizontal moment of mean-subtracted intensity is negative. Scores the test split robustness.
+
+    python benchmarks/mirror_canonical.py none|canonical [MODEL.onnx [RESULTS_DIR]]
+
+(from the repository root; default: the shipped v3 and docs/results/wildtrade-lite0-v3)."""
 import csv, json, sys, numpy as np
 from wildlife_vision.model import load_model
 from wildlife_vision.evaluation.robustness import measure_robustness, to_markdown
 mode = sys.argv[1]  # none | canonical  (run from the repository root: python benchmarks/mirror_canonical.py canonical)
-m = load_model("exported_models/wildtrade-lite0-v3.onnx")
+model_path = sys.argv[2] if len(sys.argv) > 2 else "exported_models/wildtrade-lite0-v3.onnx"
+out_dir = sys.argv[3] if len(sys.argv) > 3 else "docs/results/wildtrade-lite0-v3"
+m = load_model(model_path)
 W = 256
 ramp = ((np.arange(W) - (W - 1) / 2) / (W / 2)).astype(np.float32)
 orig = m._prepare
@@ -26,5 +32,5 @@ for r in rows:
     paths.append(p if os.path.isabs(p) else os.path.join("datasets", p))
 print(len(paths), paths[0], os.path.exists(paths[0]))
 res = measure_robustness(m, paths, workers=2, progress=False, seed=0)
-json.dump(res, open(f"docs/results/wildtrade-lite0-v3/experiment-mirror-{mode}-test.json", "w"), indent=1)
+json.dump(res, open(f"{out_dir}/experiment-mirror-{mode}-test.json", "w"), indent=1)
 print(to_markdown(res))

@@ -354,3 +354,38 @@ def test_export_refuses_to_overwrite_and_removes_a_stale_int8_model_with_overwri
     assert "removed " + str(stale) in capsys.readouterr().out
     assert not stale.exists() and out.stat().st_size > 1000
     assert main(["export", str(run_dir), "--output", str(out), "--overwrite"]) == 0  # replaces its own output
+
+
+def test_mirror_canonical_export_scores_a_photo_and_its_mirror_alike(run_dir, synth, tmp_path):
+    """export --mirror-canonical: the graph flips each crop to its canonical orientation (scores of a photo and its
+    mirror agree), the heatmap is flipped back (it follows the photo), and the fp32 thresholds are chosen on the
+    file's own val scores; a plain export of the same run is not mirror-invariant."""
+    import onnx
+
+    import wildlife_vision as wv
+    from wildlife_vision_train.canonical import RULE, flip_condition
+    from wildlife_vision_train.export import export_run
+
+    canon = export_run(run_dir, tmp_path / "canon.onnx", name="synthetic", mirror_canonical=True).path
+    plain = export_run(run_dir, tmp_path / "plain.onnx", name="synthetic").path
+    assert flip_condition(onnx.load(str(canon)).graph) and flip_condition(onnx.load(str(plain)).graph) is None
+    m, p = wv.load_model(canon), wv.load_model(plain)
+    meta = m.metadata
+    assert meta.training["graph_steps"] == [RULE] and "own" in meta.calibration["scores"]
+    assert meta.metrics["split"] == "val" and m.has_heatmaps and "mirror_canonical" in meta.heatmap
+    rng = np.random.default_rng(0)
+    h, w = meta.preprocess.input_size
+    x = rng.normal(size=(6, 3, h, w)).astype(np.float32)
+    x[:, :, :, : w // 2] += np.linspace(-2, 2, 6, dtype=np.float32)[:, None, None, None]  # both orientations
+    mx = np.ascontiguousarray(x[:, :, :, ::-1])
+    s, cam = m.run_outputs(x, [None, "cam"])
+    ms, mcam = m.run_outputs(mx, [None, "cam"])
+    np.testing.assert_allclose(s, ms, atol=1e-5)
+    np.testing.assert_allclose(cam, mcam[..., ::-1], atol=1e-4)  # the map follows the photo, not the network
+    assert np.abs(p.run_batch(x) - p.run_batch(mx)).max() > 1e-4, "the plain network is not mirror-invariant"
+    # rows already in canonical orientation score as the plain network scores them
+    g = x.mean(axis=1)
+    r = (np.arange(w) - (w - 1) / 2) / (w / 2)
+    keep = (g * r).sum(axis=(1, 2)) >= 0
+    assert 0 < keep.sum() < len(x)
+    np.testing.assert_allclose(s[keep], p.run_batch(x)[keep], atol=1e-5)

@@ -361,7 +361,8 @@ def run_export(args: argparse.Namespace) -> int:
                             int8_output=Path(args.int8_output) if args.int8_output else None, name=args.name,
                             version=args.version, opset=args.opset, data=Path(args.data) if args.data else None,
                             check_images=args.check_images, overwrite=args.overwrite, int8_limits=limits,
-                            int8_allow_failing=args.int8_allow_failing, int8_recipe=recipe)
+                            int8_allow_failing=args.int8_allow_failing, int8_recipe=recipe,
+                            mirror_canonical=args.mirror_canonical)
     except ManifestError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -427,6 +428,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="MANIFEST", default=None,
                    help="manifest with photos for the check and INT8 calibration (default: the training manifest)")
     p.add_argument("--check-images", type=int, default=16, help="real photos for the onnxruntime vs torch check")
+    p.add_argument("--mirror-canonical", action="store_true",
+                   help="put mirror canonicalisation in the graph: each input crop is flipped left-right when its "
+                        "horizontal moment of intensity is negative, so a photo and its mirror score alike (the cost "
+                        "is one reduction per crop); heatmaps are flipped back, and the fp32 thresholds are chosen "
+                        "again on the file's own val scores (docs/robustness.md)")
     g = p.add_argument_group("INT8 gate (per label, on the val split; each model at its own threshold)")
     g.add_argument("--int8-max-ap-drop", type=float, default=MAX_AP_DROP, metavar="D",
                    help="largest allowed drop in average precision, fp32 - INT8")

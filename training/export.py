@@ -201,6 +201,11 @@ def _refuse_existing(output: Path, int8_path: Optional[Path], stale: Optional[Pa
                               "another --output")
 
 
+def cfg_calibration(cfg: TrainConfig) -> Dict[str, Any]:
+    """The run's calibration target, as the INT8 and mirror-canonical recalibrations take it."""
+    return {"target": cfg.calib.target, "value": cfg.calib.value, "review_recall": cfg.calib.review_recall}
+
+
 def _calibration_rows(samples: Sequence[Sample], cfg: TrainConfig, cal: Dict[str, Any], own_manifest: bool
                        ) -> List[Sample]:
     """The val rows the run's thresholds were chosen on: the val split, subset as training subset it
@@ -225,13 +230,18 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
                name: Optional[str] = None, version: str = "1.0.0", opset: int = DEFAULT_OPSET,
                data: Optional[Path] = None, check_images: int = 16, calib_images: Optional[int] = None,
                tolerance: float = TOLERANCE, overwrite: bool = False, int8_limits: GateLimits = GateLimits(),
-               int8_allow_failing: bool = False, int8_recipe: QuantRecipe = DEFAULT_RECIPE) -> ExportResult:
+               int8_allow_failing: bool = False, int8_recipe: QuantRecipe = DEFAULT_RECIPE,
+               mirror_canonical: bool = False) -> ExportResult:
     """Export ``run_dir``'s best checkpoint to ``output`` (and optionally an INT8 copy); see module docstring.
 
     The INT8 copy gets its own thresholds and review bands (chosen on its own scores on the run's val rows, for
     the run's calibration target) and is gated against fp32 (``int8_limits``, see
     :func:`wildlife_vision_train.int8.gate`): a failing one is not written unless ``int8_allow_failing``;
     ``result.int8_gate["passed"]`` says how it went. The fp32 model is written either way.
+
+    ``mirror_canonical``: the graph flips each input crop to its canonical orientation first
+    (:mod:`wildlife_vision_train.canonical`), and the fp32 thresholds, review bands and val metrics are chosen again
+    on the file's own scores on the same val rows (the run chose them for the network without the step).
 
     Existing files are refused (``FileExistsError``) unless ``overwrite``: the model, the INT8 model, and a
     ``MODEL.int8.onnx`` from an earlier export that this export would leave beside a new model it does not
@@ -257,6 +267,10 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
     model, pre_cfg = build_model_from_checkpoint(best)
     check_wrapper(model, pre_cfg.input_size[0])
     wrapper = ScoresAndEmbedding(model).eval()
+    if mirror_canonical:
+        from wildlife_vision_train.canonical import MirrorCanonical
+
+        wrapper = MirrorCanonical(wrapper, pre_cfg.input_size[1]).eval()
 
     # real images for the check, calibration and the INT8 comparison, through wildlife_vision.preprocess
     manifest_path = Path(data) if data is not None else Path(cfg.data.manifest)
@@ -297,8 +311,17 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
+    if mirror_canonical:  # the thresholds of the network behind the step, on its own val scores
+        from wildlife_vision_train.canonical import recalibrate_on_val
+
+        rows = _calibration_rows(samples, cfg, cal, data is None or manifest_path.resolve() ==
+                                 Path(cfg.data.manifest).resolve())
+        meta = recalibrate_on_val(tmp, meta, rows, {**cfg_calibration(cfg), **cal["calibration"]})
+        ModelMetadata.from_json(meta.to_json())
+        model_proto = _with_metadata(model_proto.SerializeToString(), meta)
+        onnx.save(model_proto, str(tmp))
     os.replace(tmp, output)
-    check.update({"exporter": exporter, "opset": opset})
+    check.update({"exporter": exporter, "opset": opset, "mirror_canonical": bool(mirror_canonical)})
     log.info("exported %s (%s exporter, opset %d); onnxruntime vs torch max abs diff %.2e on %d real images",
              output, exporter, opset, max(check["max_abs_diff"].values()), check["images"])
     result = ExportResult(path=output, check=check)
@@ -308,7 +331,7 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         result.removed.append(stale)
         log.info("removed %s, left by an earlier export: it is not an INT8 copy of the new model", stale)
     if int8_path is not None:
-        calib = {"target": cfg.calib.target, "value": cfg.calib.value, "review_recall": cfg.calib.review_recall,
+        calib = {**cfg_calibration(cfg),
                  **{k: v for k, v in cal["calibration"].items() if k in ("target", "value", "review_recall", "split")}}
         rows = _calibration_rows(samples, cfg, cal, data is None or manifest_path.resolve() ==
                                  Path(cfg.data.manifest).resolve())

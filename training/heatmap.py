@@ -101,6 +101,10 @@ def add_cam_output(model: "onnx.ModelProto",  # noqa: F821
     conv_in = [head["features"], "cam/kernel"] + ([head["bias_name"]] if head["bias_name"] else [])
     nodes.append(helper.make_node("Conv", conv_in, [CAM_OUTPUT], kernel_shape=[1, 1], name="cam/Conv"))
     graph.node.extend(nodes)
+    from wildlife_vision_train.canonical import unflip_cam
+
+    if unflip_cam(graph, CAM_OUTPUT):  # a graph with mirror canonicalisation: cam back in the photo's orientation
+        info["mirror_canonical"] = "cam is flipped back for the inputs the graph flipped"
     graph.output.append(helper.make_tensor_value_info(CAM_OUTPUT, onnx.TensorProto.FLOAT,
                                                       ["batch", int(labels), None, None]))
     onnx.checker.check_model(model)
