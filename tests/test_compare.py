@@ -270,8 +270,8 @@ def test_recall_at_precision_and_holm():
 @pytest.mark.shared_data
 def test_shipped_fp32_against_its_int8_twin(wildtrade_manifest, tmp_path):
     data = ROOT / "datasets" / "wildtrade-v2.csv"
-    fp32 = ROOT / "exported_models" / "wildtrade-lite0-v3.onnx"
-    int8 = ROOT / "exported_models" / "wildtrade-lite0-v3.int8.onnx"
+    fp32 = ROOT / "exported_models" / "wildtrade-lite0-v4.onnx"
+    int8 = ROOT / "exported_models" / "wildtrade-lite0-v4.int8.onnx"
     r = compare_models([fp32, int8], data, split="test", output_dir=tmp_path, limit=60, resamples=200,
                        speed_photos=8, speed_rounds=1, workers=1)
     assert r["n_photos"] + r["dropped"]["n"] == 60 and r["dropped"]["n"] == 0

@@ -266,7 +266,7 @@ def test_the_evaluation_pages_mistake_grid(driver, tmp_path):
     from wildlife_vision.evaluation.evaluation_page import write_evaluation_page
 
     report = json.loads((Path(__file__).resolve().parents[1] / "exported_models"
-                         / "wildtrade-lite0-v3.eval-test.json").read_text())
+                         / "wildtrade-lite0-v4.eval-test.json").read_text())
     make_photo(1, (300, 200)).save(tmp_path / "a.jpg")
     Image.new("RGB", (300, 200), (255, 0, 0)).save(tmp_path / "a-heat.png")
     mistakes = [dict(input=str(tmp_path / "a.jpg"), label="ivory", truth=0, score=0.97,

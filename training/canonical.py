@@ -5,7 +5,7 @@ photo with its mirror would make it so at twice the network's work; this step ma
 reduction over the input crop: the normalised crop is flipped left-right when its horizontal first moment of
 intensity is negative,
 
-    s = sum over (c, y, x) of x_norm[c, y, x] / C * r[x],   r[x] = (x - (W - 1) / 2) / (W / 2),
+    s = sum over (c, y, x) of x_norm[c, y, x] * r[x],   r[x] = (x - (W - 1) / 2) / (W / 2),
 
 so a photo and its mirror reach the network in the same orientation (``r`` sums to 0, so the crop's mean does not
 matter). The heatmap output ``cam`` (:mod:`wildlife_vision_train.heatmap`) is flipped back for the photos that were
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: what the metadata says about the step (``training["graph_steps"]``), enough to re-implement it
 RULE = ("mirror canonicalisation: the normalised (N, 3, H, W) input is flipped left-right where "
-        "sum(mean over channels(x) * r) < 0, r[x] = (x - (W - 1) / 2) / (W / 2); cam is flipped back for those rows")
+        "sum over (c, y, x) of input[c, y, x] * r[x] < 0, r[x] = (x - (W - 1) / 2) / (W / 2); cam is flipped back "
+        "for those rows")
 
 
 def ramp(width: int) -> np.ndarray:
@@ -42,16 +43,23 @@ def ramp(width: int) -> np.ndarray:
 
 
 class MirrorCanonical(nn.Module):
-    """``inner`` (pixel_values -> outputs) behind the flip rule above; exported with it into ONNX."""
+    """``inner`` (pixel_values -> outputs) behind the flip rule above; exported with it into ONNX.
+
+    Both the moment and the flip are matrix products (``x @ r`` summed, and ``x @ J`` with ``J`` the W x W
+    anti-diagonal permutation; each output element of ``x @ J`` is one input element, so it is exact): OpenVINO
+    runs a reversing ``Slice`` slowly, and with it this step halved bf16 model-only photos/s on the AMX machine
+    (0.50x the network alone) where the matrix products cost 0.85x; onnxruntime fp32: 0.92x either way
+    (docs/robustness.md)."""
 
     def __init__(self, inner: nn.Module, width: int):
         super().__init__()
         self.inner = inner
-        self.register_buffer("ramp", torch.from_numpy(ramp(width)).view(1, 1, 1, width), persistent=False)
+        self.register_buffer("ramp", torch.from_numpy(ramp(width)).view(width, 1), persistent=False)
+        self.register_buffer("reverse", torch.flip(torch.eye(width), dims=[1]), persistent=False)
 
     def forward(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        moment = (pixel_values.mean(dim=1, keepdim=True) * self.ramp).sum(dim=(1, 2, 3), keepdim=True)
-        x = torch.where(moment < 0, pixel_values.flip(3), pixel_values)
+        moment = torch.matmul(pixel_values, self.ramp).sum(dim=(1, 2, 3), keepdim=True)  # C x the rule's sum
+        x = torch.where(moment < 0, torch.matmul(pixel_values, self.reverse), pixel_values)
         return self.inner(x)
 
 

@@ -128,8 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "the manifest has a group column, for both models) and whether they exclude 0; photos/s "
                          "of each model measured in this run on the same photos; optional slices by manifest "
                          "column and robustness to benign edits."),
-        epilog="example:\n  wildlife-vision compare exported_models/wildtrade-lite0-v3.onnx "
-               "exported_models/wildtrade-lite0-v3.int8.onnx \\\n      --data datasets/wildtrade-v2.csv "
+        epilog="example:\n  wildlife-vision compare exported_models/wildtrade-lite0-v4.onnx "
+               "exported_models/wildtrade-lite0-v4.int8.onnx \\\n      --data datasets/wildtrade-v2.csv "
                "--split test --slice-by source --output reports/compare-fp32-int8",
         formatter_class=HelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL",
