@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--precision", default="fp32", help="the execution profile every model runs (fp32, bf16, int8, "
+                                                         "auto; each model's own calibrated operating point)")
     args = ap.parse_args(argv)
 
     import wildlife_vision as wv
@@ -36,7 +38,7 @@ def main(argv=None) -> int:
     if not photos:
         print(f"no photos under {args.photos}", file=sys.stderr)
         return 2
-    models = [wv.load_model(m) for m in args.models]
+    models = [wv.load_model(m, precision=args.precision) for m in args.models]
     for m in models:  # warm-up: sessions built, first-run allocations done
         m.predict(photos[: args.batch_size], batch_size=args.batch_size, workers=args.workers)
     times = {str(p): [] for p in args.models}
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
                      "ratio_to_first": first / med, "seconds": times[str(path)]})
         print(f"{path}: {len(photos) / med:.1f} photos/s (median of {args.rounds}), {first / med:.3f}x the first")
     if args.json:
-        args.json.write_text(json.dumps({"schema_version": "wildlife-vision/throughput-compare/v1", "rows": rows},
+        args.json.write_text(json.dumps({"schema_version": "wildlife-vision/throughput-compare/v1", "precision": args.precision, "rows": rows},
                                         indent=1), encoding="utf-8")
     return 0
 

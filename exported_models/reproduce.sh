@@ -60,5 +60,8 @@ wildlife-vision model-card $OUT.onnx --report $OUT.eval-test.json --data-card da
 git show f427bf8:exported_models/wildtrade-lite0-v3.onnx > runs/wildtrade-lite0-v3.onnx
 wildlife-vision export $RUN --output runs/v4/wildtrade-lite0-v4-plain.onnx --name wildtrade-lite0 --version 4.0.0-plain
 python benchmarks/mirror_canonical.py none runs/v4/wildtrade-lite0-v4-plain.onnx docs/results/wildtrade-lite0-v4-experiment
-python benchmarks/compare_throughput.py runs/wildtrade-lite0-v3.onnx runs/v4/wildtrade-lite0-v4-plain.onnx $OUT.onnx \
-    --photos ../shared/data/wildtrade-v1/images --limit 300 --json runs/throughput-v3-v4.json
+python benchmarks/mirror_canonical.py canonical runs/v4/wildtrade-lite0-v4-plain.onnx docs/results/wildtrade-lite0-v4-experiment
+for P in fp32 bf16; do
+    python benchmarks/compare_throughput.py runs/wildtrade-lite0-v3.onnx $OUT.onnx --photos ../shared/data/wildtrade-v1/images \
+        --limit 480 --rounds 5 --precision $P --json docs/results/wildtrade-lite0-v4/throughput-v3-v4-$P.json
+done
