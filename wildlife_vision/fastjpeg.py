@@ -15,7 +15,8 @@ used only where it is exact, and falls back to :func:`wildlife_vision.preprocess
 - bad data goes to Pillow, so a bad file gets exactly Pillow's error, and a file Pillow accepts is never refused
   here: simplejpeg decodes ``strict`` (any libjpeg warning sends the photo to Pillow); OpenCV does not report
   libjpeg's warnings, so it takes only files that end in the end-of-image marker (a truncated file does not) and
-  sends every file it cannot decode to Pillow;
+  sends every file it cannot decode to Pillow (a file damaged before that marker decodes as Pillow decodes it,
+  and libjpeg prints its warning on stderr);
 - EXIF orientation is applied with the same transposes as :func:`load_image`.
 
 ``WILDLIFE_VISION_FAST_JPEG=0`` turns it off; ``=opencv`` or ``=simplejpeg`` chooses the decoder.
