@@ -56,8 +56,8 @@ def main(argv=None) -> int:
                      "ratio_to_first": first / med, "seconds": times[str(path)]})
         print(f"{path}: {len(photos) / med:.1f} photos/s (median of {args.rounds}), {first / med:.3f}x the first")
     if args.json:
-        args.json.write_text(json.dumps({"schema_version": "wildlife-vision/throughput-compare/v1", "precision": args.precision, "rows": rows},
-                                        indent=1), encoding="utf-8")
+        args.json.write_text(json.dumps({"schema_version": "wildlife-vision/throughput-compare/v1",
+                                         "precision": args.precision, "rows": rows}, indent=1), encoding="utf-8")
     return 0
 
 

@@ -11,8 +11,9 @@ mode = sys.argv[1]  # none | canonical  (run from the repository root: python be
 model_path = sys.argv[2] if len(sys.argv) > 2 else "exported_models/wildtrade-lite0-v3.onnx"
 out_dir = sys.argv[3] if len(sys.argv) > 3 else "docs/results/wildtrade-lite0-v3"
 m = load_model(model_path)
-W = 256
-ramp = ((np.arange(W) - (W - 1) / 2) / (W / 2)).astype(np.float32)
+from wildlife_vision_train.canonical import ramp as moment_weights  # the exported step's own weights
+W = m.metadata.preprocess.input_size[1]
+ramp = moment_weights(W)
 orig = m._prepare
 def prep(item, out, keep_photo=0):
     r = orig(item, out, keep_photo)

@@ -201,11 +201,6 @@ def _refuse_existing(output: Path, int8_path: Optional[Path], stale: Optional[Pa
                               "another --output")
 
 
-def cfg_calibration(cfg: TrainConfig) -> Dict[str, Any]:
-    """The run's calibration target, as the INT8 and mirror-canonical recalibrations take it."""
-    return {"target": cfg.calib.target, "value": cfg.calib.value, "review_recall": cfg.calib.review_recall}
-
-
 def _calibration_rows(samples: Sequence[Sample], cfg: TrainConfig, cal: Dict[str, Any], own_manifest: bool
                        ) -> List[Sample]:
     """The val rows the run's thresholds were chosen on: the val split, subset as training subset it
@@ -299,6 +294,12 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         metrics=summary(report), package_version=__version__, created=created)
     ModelMetadata.from_json(meta.to_json())  # the library's own validation must accept it
 
+    # the run's calibration target and the val rows its thresholds came from: the mirror-canonical and INT8 models
+    # get their own thresholds on the same rows, for the same target
+    calib = {"target": cfg.calib.target, "value": cfg.calib.value, "review_recall": cfg.calib.review_recall,
+             **{k: v for k, v in cal["calibration"].items() if k in ("target", "value", "review_recall", "split")}}
+    rows = (_calibration_rows(samples, cfg, cal, data is None or manifest_path.resolve() ==
+                              Path(cfg.data.manifest).resolve()) if mirror_canonical or int8_path else [])
     onnx_bytes, exporter = _export_graph(wrapper, pre_cfg.input_size, opset)
     model_proto = _with_metadata(onnx_bytes, meta)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -308,18 +309,16 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
     onnx.save(model_proto, str(tmp))
     try:
         check = check_against_torch(tmp, wrapper, check_batch, [s.path for s in check_kept], tolerance)
+        if mirror_canonical:  # the thresholds of the network behind the step, on its own val scores
+            from wildlife_vision_train.canonical import recalibrate_on_val
+
+            meta = recalibrate_on_val(tmp, meta, rows, calib)
+            ModelMetadata.from_json(meta.to_json())
+            model_proto = _with_metadata(model_proto.SerializeToString(), meta)
+            onnx.save(model_proto, str(tmp))
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
-    if mirror_canonical:  # the thresholds of the network behind the step, on its own val scores
-        from wildlife_vision_train.canonical import recalibrate_on_val
-
-        rows = _calibration_rows(samples, cfg, cal, data is None or manifest_path.resolve() ==
-                                 Path(cfg.data.manifest).resolve())
-        meta = recalibrate_on_val(tmp, meta, rows, {**cfg_calibration(cfg), **cal["calibration"]})
-        ModelMetadata.from_json(meta.to_json())
-        model_proto = _with_metadata(model_proto.SerializeToString(), meta)
-        onnx.save(model_proto, str(tmp))
     os.replace(tmp, output)
     check.update({"exporter": exporter, "opset": opset, "mirror_canonical": bool(mirror_canonical)})
     log.info("exported %s (%s exporter, opset %d); onnxruntime vs torch max abs diff %.2e on %d real images",
@@ -331,10 +330,6 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         result.removed.append(stale)
         log.info("removed %s, left by an earlier export: it is not an INT8 copy of the new model", stale)
     if int8_path is not None:
-        calib = {**cfg_calibration(cfg),
-                 **{k: v for k, v in cal["calibration"].items() if k in ("target", "value", "review_recall", "split")}}
-        rows = _calibration_rows(samples, cfg, cal, data is None or manifest_path.resolve() ==
-                                 Path(cfg.data.manifest).resolve())
         result.int8 = write_int8(output, int8_path, meta, samples, rows, cfg.run.seed, calib=calib,
                                  limits=int8_limits, allow_failing=int8_allow_failing, recipe=int8_recipe)
         if result.int8["written"]:
