@@ -423,9 +423,9 @@ def test_card_names_train_and_test_sizes_when_they_differ(tmp_path):
 
 def test_card_states_the_steps_the_export_put_in_the_graph(tmp_path):
     meta = load_model(make_tiny_model(tmp_path / "m.onnx")).metadata.to_dict()
-    assert "In the graph, before the network" not in render({**meta, "training": {"epochs": 1}}, REPORT)
+    assert "In the graph" not in render({**meta, "training": {"epochs": 1}}, REPORT)
     card = render({**meta, "training": {"epochs": 1, "graph_steps": ["mirror canonicalisation: the rule"]}}, REPORT)
-    assert "- **In the graph, before the network**: mirror canonicalisation: the rule." in card
+    assert "- **In the graph**: mirror canonicalisation: the rule." in card
 
 
 def test_a_model_that_cannot_be_loaded_exits_4_in_one_line(tmp_path, capsys):

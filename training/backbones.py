@@ -218,8 +218,18 @@ def preflight(name: str, pretrained: str = "auto") -> None:
 
 
 def create_backbone(name: str, num_classes: int, pretrained: str = "auto", drop_rate: float = 0.0,
-                    drop_path_rate: float = 0.0) -> Tuple[nn.Module, PretrainedInfo]:
-    """Create timm model ``name`` with a fresh ``num_classes`` head and load pretrained weights as asked."""
+                    drop_path_rate: float = 0.0, input_lowpass: float = 0.0) -> Tuple[nn.Module, PretrainedInfo]:
+    """Create timm model ``name`` with a fresh ``num_classes`` head and load pretrained weights as asked; with
+    ``input_lowpass`` > 0, a Gaussian of that sigma (px) in front of its first convolution
+    (:mod:`wildlife_vision_train.lowpass`; no weights, so the state dict's keys are the model's own)."""
+    from wildlife_vision_train.lowpass import add_input_lowpass
+
+    model, info = _create_backbone(name, num_classes, pretrained, drop_rate, drop_path_rate)
+    return add_input_lowpass(model, input_lowpass), info
+
+
+def _create_backbone(name: str, num_classes: int, pretrained: str, drop_rate: float,
+                     drop_path_rate: float) -> Tuple[nn.Module, PretrainedInfo]:
     import timm
 
     check_model_name(name)

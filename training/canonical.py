@@ -119,6 +119,6 @@ def recalibrate_on_val(path: Path, meta: Any, val: Sequence[Any], calib: Mapping
                           resamples=resamples)
     log.info("mirror canonicalisation: thresholds chosen again on %d %s rows on the file's own scores: %s", len(kept),
              split, {k: round(v, 4) for k, v in thresholds.items()})
-    training: Dict[str, Any] = {**meta.training, "graph_steps": [RULE]}
+    training: Dict[str, Any] = {**meta.training, "graph_steps": [RULE, *meta.training.get("graph_steps", [])]}
     return dataclasses.replace(meta, thresholds=thresholds, review_bands=bands, calibration=calibration,
                                metrics=summary(report), training=training)

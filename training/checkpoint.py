@@ -45,7 +45,7 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
 
 def build_model_from_checkpoint(ckpt: Dict[str, Any]) -> Tuple[nn.Module, PreprocessConfig]:
     cfg = TrainConfig.from_dict(ckpt["config"])
-    model, _ = create_backbone(cfg.model.name, len(ckpt["labels"]), "none")
+    model, _ = create_backbone(cfg.model.name, len(ckpt["labels"]), "none", input_lowpass=cfg.model.input_lowpass)
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, PreprocessConfig.from_dict(ckpt["preprocess"])

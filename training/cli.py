@@ -109,6 +109,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "'none' = random init")
     g.add_argument("--drop-rate", type=float, default=_D.model.drop_rate, help="dropout before the classifier")
     g.add_argument("--drop-path-rate", type=float, default=_D.model.drop_path_rate, help="stochastic depth rate")
+    g.add_argument("--input-lowpass", type=float, default=_D.model.input_lowpass, metavar="SIGMA",
+                   help="a fixed Gaussian low-pass (sigma in px) in front of the first convolution, trained with "
+                        "and exported in the graph: fewer score changes under JPEG re-encoding (0 = off)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None,
@@ -248,7 +251,7 @@ _FIELDS = {
     "max_val_images": ("data", "max_val_images"), "test_image_size": ("data", "test_image_size"),
     "test_crop_pct": ("data", "test_crop_pct"),
     "model": ("model", "name"), "pretrained": ("model", "pretrained"), "drop_rate": ("model", "drop_rate"),
-    "drop_path_rate": ("model", "drop_path_rate"),
+    "drop_path_rate": ("model", "drop_path_rate"), "input_lowpass": ("model", "input_lowpass"),
     "lr": ("optim", "lr"), "weight_decay": ("optim", "weight_decay"), "warmup_epochs": ("optim", "warmup_epochs"),
     "min_lr_ratio": ("optim", "min_lr_ratio"), "freeze_epochs": ("optim", "freeze_epochs"), "ema": ("optim", "ema"),
     "ema_decay": ("optim", "ema_decay"), "patience": ("optim", "patience"), "grad_clip": ("optim", "grad_clip"),

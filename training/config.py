@@ -69,8 +69,12 @@ class ModelCfg:
     pretrained: str = "auto"              # auto | none | PATH (.pth/.pt/.safetensors) | hub
     drop_rate: float = 0.2
     drop_path_rate: float = 0.1
+    input_lowpass: float = 0.0            # sigma (px) of a Gaussian in front of the first conv; 0 = none
 
     def validate(self) -> None:
+        if not 0.0 <= self.input_lowpass <= 4.0:
+            raise ConfigError(f"--input-lowpass must be a sigma in pixels in [0, 4] (0 = off), got "
+                              f"{self.input_lowpass}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ConfigError(f"--drop-rate must be in [0, 1), got {self.drop_rate}")
         if not 0.0 <= self.drop_path_rate < 1.0:

@@ -286,6 +286,10 @@ def export_run(run_dir: Path, output: Path, int8: bool = False, int8_output: Opt
         "pretrained": best["pretrained"], "epochs": cfg.optim.epochs, "best_epoch": int(best["epoch"]) + 1,
         "seed": cfg.run.seed, **best["counts"], "torch_version": torch.__version__,
     }
+    if cfg.model.input_lowpass:  # a layer of the network, described so that it can be re-implemented
+        from wildlife_vision_train.lowpass import rule
+
+        training_block["graph_steps"] = [rule(cfg.model.input_lowpass)]
     meta = ModelMetadata(
         labels=tuple(labels), thresholds=cal["thresholds"],
         review_bands={k: tuple(v) for k, v in cal["review_bands"].items()}, preprocess=pre_cfg,

@@ -304,13 +304,16 @@ def _build_model(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], train_samples
     labels = cfg.data.labels
     pretrained = "none" if ckpt is not None else cfg.model.pretrained
     model, pre_info = create_backbone(cfg.model.name, len(labels), pretrained, cfg.model.drop_rate,
-                                      cfg.model.drop_path_rate)
+                                      cfg.model.drop_path_rate, cfg.model.input_lowpass)
     if ckpt is not None:
         pre_info = PretrainedInfo(**ckpt["pretrained"])
     else:
         counts = label_counts(train_samples, labels)
         init_head(model, [counts[lab] / len(train_samples) for lab in labels])
     log.info("backbone %s, pretrained: %s (%s)", cfg.model.name, pre_info.source, pre_info.detail)
+    if cfg.model.input_lowpass:
+        log.info("input low-pass: a Gaussian of sigma %g px in front of the first convolution, trained with and "
+                 "exported in the graph", cfg.model.input_lowpass)
     pre_cfg = preprocess_config_for(model, cfg.data.image_size, cfg.data.crop_pct, cfg.data.interpolation)
     cfg = cfg.replace("data", crop_pct=pre_cfg.crop_pct, interpolation=pre_cfg.interpolation)  # resolved values
     # validation, calibration and export: the test size (timm's test_input_size), else the training size

@@ -126,7 +126,8 @@ def _ours_setup(paths: Sequence[str], targets: np.ndarray, backbone: str, size: 
     amp_dtype = torch.bfloat16 if cfg.run.amp else None
     channels_last = bool(cfg.run.channels_last if cfg.run.channels_last is not None else True)
     keep_freed = apply_keep_freed_memory(cfg.run.keep_freed_memory, device.type)  # as train.py does
-    model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate)
+    model, _ = create_backbone(backbone, len(labels), "none", cfg.model.drop_rate, cfg.model.drop_path_rate,
+                               cfg.model.input_lowpass)
     init_head(model, list(targets.mean(axis=0)))
     pre_cfg = preprocess_config_for(model, size, cfg.data.crop_pct, cfg.data.interpolation)
     if channels_last:

@@ -171,8 +171,8 @@ def header(meta: Mapping[str, Any], report: Mapping[str, Any], model_file: str,
                    f"evaluated, calibrated and run at {pre.get('input_size')} (timm's `test_input_size`): "
                    "random-resized-crop training shows objects larger than a centre crop does, so a larger test "
                    "size matches them better (FixRes, Touvron et al. 2019).")
-    for step in training.get("graph_steps") or []:  # steps the export put in the graph, in front of the network
-        out.append(f"- **In the graph, before the network**: {step}.")
+    for step in training.get("graph_steps") or []:  # steps in the graph around the backbone, in their order
+        out.append(f"- **In the graph**: {step}.")
     if training.get("pretrained"):
         out.append(f"- **Initial weights**: {weights_origin(training['pretrained'])}.")
     if training:
