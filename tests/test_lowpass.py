@@ -4,6 +4,7 @@ taps to the exported graph: a numpy re-implementation from the metadata's words 
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -102,6 +103,9 @@ def test_trained_lowpass_is_in_the_exported_graph_and_described(tmp_path):
     plain_path = export_run(run, tmp_path / "m.onnx", name="synthetic").path
     m = wv.load_model(plain_path)
     assert m.metadata.training["graph_steps"] == [rule(1.0)]
+    # the TorchScript exporter takes it (its graph keeps GlobalAveragePool, so the heatmap output is exact)
+    assert json.loads((tmp_path / "m.export.json").read_text())["check"]["exporter"] == "torchscript"
+    assert m.has_heatmaps
     bare, _ = create_backbone(TINY, len(ckpt["labels"]), "none")
     bare.load_state_dict(ckpt["model"])
     bare.eval()

@@ -169,6 +169,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {_D.calib.value})")
     c.add_argument("--calibrate-recall", type=float, default=None, metavar="R",
                    help="per-label threshold = highest score with validation recall >= R")
+    g.add_argument("--consistency-edits", type=_comma_list, default=[], metavar="EDIT,...",
+                   help="the edits the twins get, one drawn per twin: mirror, crop, translate, jpeg, resize, "
+                        "overlay (default: all six); e.g. jpeg,crop,translate to spend the twins where a model "
+                        "with mirror canonicalisation in its graph still moves")
     g.add_argument("--review-recall", type=float, default=_D.calib.review_recall,
                    help="review band under each threshold reaches down to the score where flagged + review "
                         "catch this share of validation positives")
@@ -243,6 +247,10 @@ def _labels_arg(values) -> tuple:
     return tuple(lab.strip() for v in values or () for lab in str(v).split(",") if lab.strip())
 
 
+def _comma_list(value: str) -> list:
+    return [v.strip().lower() for v in str(value).split(",") if v.strip()]
+
+
 #: the flags that set one config field each: dest -> (section, key)
 _FIELDS = {
     "image_size": ("data", "image_size"), "crop_pct": ("data", "crop_pct"),
@@ -258,7 +266,7 @@ _FIELDS = {
     "loss": ("loss", "kind"), "pos_weight": ("loss", "pos_weight"), "focal_gamma": ("loss", "focal_gamma"),
     "aug_scale_min": ("aug", "scale_min"), "mixup": ("aug", "mixup"), "cutmix": ("aug", "cutmix"),
     "mixup_prob": ("aug", "mixup_prob"), "consistency": ("aug", "consistency"),
-    "consistency_fraction": ("aug", "consistency_fraction"),
+    "consistency_fraction": ("aug", "consistency_fraction"), "consistency_edits": ("aug", "consistency_edits"),
     "review_recall": ("calib", "review_recall"),
     "output": ("run", "output"), "seed": ("run", "seed"), "device": ("run", "device"), "amp": ("run", "amp"),
     "channels_last": ("run", "channels_last"), "keep_freed_memory": ("run", "keep_freed_memory"),

@@ -142,8 +142,16 @@ class AugCfg:
     mixup_prob: float = 1.0               # share of batches mixed when either is on
     consistency: float = 0.0              # weight of the edit-consistency loss (training/consistency.py); 0 = off
     consistency_fraction: float = 0.5     # share of each batch given an edited twin when consistency is on
+    consistency_edits: Tuple[str, ...] = ()  # the twins' edits, drawn uniformly; () = all of them
 
     def validate(self) -> None:
+        if self.consistency_edits:
+            from wildlife_vision.evaluation.robustness import resolve_edits
+
+            try:
+                resolve_edits(list(self.consistency_edits))
+            except ValueError as e:
+                raise ConfigError(f"--consistency-edits: {e}") from None
         if not 0.05 <= self.scale_min <= 1.0:
             raise ConfigError(f"--aug-scale-min must be in [0.05, 1], got {self.scale_min}")
         for name in ("mixup", "cutmix"):
@@ -221,6 +229,7 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["data"]["labels"] = list(self.data.labels)
+        d["aug"]["consistency_edits"] = list(self.aug.consistency_edits)
         return d
 
     @classmethod
@@ -246,6 +255,10 @@ class TrainConfig:
                              ("consistency_fraction", 0.5)):  # added later: hashes of
             if d["aug"].get(key) == default:                                         # older configs stay valid
                 d["aug"].pop(key, None)
+        if not d["aug"].get("consistency_edits"):
+            d["aug"].pop("consistency_edits", None)
+        if not d["model"].get("input_lowpass"):
+            d["model"].pop("input_lowpass", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()
 
     def save_yaml(self, path: Path) -> None:
@@ -369,6 +382,7 @@ def _section(kind: Type[T], raw: Any, name: str) -> T:
     if unknown:
         raise ConfigError(f"config section '{name}' has unknown key(s) {unknown}; known: {sorted(known)}")
     values = dict(raw)
-    if "labels" in values:
-        values["labels"] = tuple(values["labels"] or ())
+    for key in ("labels", "consistency_edits"):
+        if key in values:
+            values[key] = tuple(values[key] or ())
     return kind(**values)

@@ -91,12 +91,13 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], labels: Sequence[str], cfg: PreprocessConfig,
-                 transform: Any = None, twin_fraction: float = 0.0):
+                 transform: Any = None, twin_fraction: float = 0.0, twin_edits: Sequence[str] = ()):
         self.paths = [s.path for s in samples]
         self.targets = targets_for(samples, labels)
         self.cfg = cfg
         self.transform = transform
         self.twin_fraction = float(twin_fraction) if transform is not None else 0.0
+        self.twin_edits = tuple(twin_edits)  # () = every edit
         # augmented training decodes at (at least) the training size: JPEG draft mode skips most of the work on
         # large photos; the random crop and resize that follow make its rounding differences irrelevant
         self._decode_cfg = PreprocessConfig(input_size=cfg.input_size, crop_pct=1.0, mean=cfg.mean, std=cfg.std,
@@ -116,9 +117,9 @@ class ImageDataset(Dataset):
                 img = load_image(path, self._decode_cfg)
                 x = self._augment(np.asarray(img, dtype=np.uint8), seed)
                 if self.twin_fraction > 0 and seed is not None:
-                    from wildlife_vision_train.consistency import edited_twin
+                    from wildlife_vision_train.consistency import TWIN_EDITS, edited_twin
 
-                    got = edited_twin(img, seed, self.twin_fraction)
+                    got = edited_twin(img, seed, self.twin_fraction, self.twin_edits or TWIN_EDITS)
                     if got is not None:  # the same augmentation draw on the edited photo
                         twin = torch.from_numpy(self._augment(np.asarray(got[0], dtype=np.uint8), seed))
         except ImageDecodeError as e:

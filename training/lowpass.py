@@ -54,23 +54,27 @@ def rule(sigma: float) -> str:
 class InputLowPass(nn.Module):
     """The separable Gaussian above as a module: (N, C, H, W) -> (N, C, H, W), same dtype and device."""
 
-    def __init__(self, sigma: float):
+    def __init__(self, sigma: float, channels: int = 3):
         super().__init__()
         self.sigma = float(sigma)
-        self.register_buffer("taps", torch.from_numpy(taps(sigma)), persistent=False)
+        k = torch.from_numpy(taps(sigma))
+        # fixed-shape depthwise kernels (the TorchScript ONNX exporter needs a kernel of known shape)
+        self.register_buffer("rows", k.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("cols", k.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
+        self.radius = (k.numel() - 1) // 2
+        self.channels = int(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c, k = x.shape[1], self.taps.to(dtype=x.dtype)
-        r = (k.numel() - 1) // 2
+        r = self.radius
         x = F.pad(x, (r, r, r, r), mode="replicate")
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # along the rows
-        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # along the columns
+        x = F.conv2d(x, self.rows.to(dtype=x.dtype), groups=self.channels)  # along the rows
+        return F.conv2d(x, self.cols.to(dtype=x.dtype), groups=self.channels)  # along the columns
 
     def pre_hook(self, module: nn.Module, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
         return (self(args[0]),) + tuple(args[1:])
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}, taps={self.taps.numel()}"
+        return f"sigma={self.sigma:g}, taps={2 * self.radius + 1}, channels={self.channels}"
 
 
 def first_conv(model: nn.Module) -> nn.Module:
@@ -93,9 +97,10 @@ def add_input_lowpass(model: nn.Module, sigma: float) -> nn.Module:
         return model
     if hasattr(model, ATTRIBUTE):
         raise ValueError("the model already has an input low-pass")
-    lowpass = InputLowPass(sigma)
+    conv = first_conv(model)
+    lowpass = InputLowPass(sigma, int(getattr(conv, "in_channels", 3)))
     model.add_module(ATTRIBUTE, lowpass)
-    first_conv(model).register_forward_pre_hook(lowpass.pre_hook)
+    conv.register_forward_pre_hook(lowpass.pre_hook)
     return model
 
 

@@ -341,10 +341,11 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], worl
 
     transform = build_train_transform(cfg.data.image_size, cfg.aug, pre_cfg.interpolation)
     twin_fraction = cfg.aug.consistency_fraction if cfg.aug.consistency > 0 else 0.0
-    train_ds = ImageDataset(train_samples, labels, pre_cfg, transform, twin_fraction=twin_fraction)
+    train_ds = ImageDataset(train_samples, labels, pre_cfg, transform, twin_fraction=twin_fraction,
+                            twin_edits=cfg.aug.consistency_edits)
     if twin_fraction:
-        log.info("edit-consistency training: %.0f%% of each batch gets an edited twin, loss weight %g",
-                 100 * twin_fraction, cfg.aug.consistency)
+        log.info("edit-consistency training: %.0f%% of each batch gets an edited twin (%s), loss weight %g",
+                 100 * twin_fraction, ", ".join(cfg.aug.consistency_edits) or "any edit", cfg.aug.consistency)
     val_ds = ImageDataset(val_samples, labels, eval_cfg)
     drop_last = len(train_ds) > cfg.data.batch_size
     if world.distributed:  # this rank's share of the same global batches (whole batches only: drop_last is done)
