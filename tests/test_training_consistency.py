@@ -102,4 +102,37 @@ def test_a_run_with_consistency_trains_and_logs_it(tmp_path):
     assert (cfg.aug.consistency, cfg.aug.consistency_fraction) == (2.0, 0.5)
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert row["train_consistency_js"] > 0 and np.isfinite(row["train_loss"])
-    assert "edit-consistency training: 50% of each batch" in (out / "train.log").read_text()
+    assert "edit-consistency training: 50% of each batch gets an edited twin (any edit)" in (out / "train.log").read_text()
+
+
+def test_consistency_edits_choose_the_twins_edits(tmp_path, monkeypatch):
+    """--consistency-edits: every twin gets one of the named edits; the config keeps them, refuses unknown ones,
+    and a config without them hashes as before the option existed."""
+    import wildlife_vision_train.consistency as consistency
+    from wildlife_vision_train.cli import main
+    from wildlife_vision_train.config import ConfigError, TrainConfig
+
+    drawn = []
+    real = consistency.edited_twin
+
+    def spy(img, seed, fraction, edits=consistency.TWIN_EDITS):
+        got = real(img, seed, fraction, edits)
+        if got is not None:
+            drawn.append(got[1])
+        return got
+
+    monkeypatch.setattr(consistency, "edited_twin", spy)
+    manifest = write_synthetic_manifest(tmp_path / "d", n_train=6, n_val=3)
+    out = tmp_path / "run"
+    assert main(train_args(manifest, out, "--epochs", "1", "--consistency", "2", "--consistency-fraction", "1.0",
+                           "--consistency-edits", "JPEG, crop")) == 0
+    cfg = TrainConfig.load_yaml(out / "config.yaml")
+    assert cfg.aug.consistency_edits == ("jpeg", "crop")
+    assert len(drawn) >= 12 and set(drawn) == {"jpeg", "crop"}
+    assert "an edited twin (jpeg, crop), loss weight 2" in (out / "train.log").read_text()
+    with pytest.raises(ConfigError, match="did you mean 'jpeg'"):
+        cfg.replace("aug", consistency_edits=("jpg",)).validate()
+    plain = cfg.replace("aug", consistency_edits=())
+    older = plain.to_dict()
+    del older["aug"]["consistency_edits"], older["model"]["input_lowpass"]
+    assert TrainConfig.from_dict(older).sha256() == plain.sha256() != cfg.sha256()
