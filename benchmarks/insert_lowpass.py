@@ -1,5 +1,5 @@
 """Insert a fixed Gaussian low-pass in front of an exported model's graph, without retraining (the experiment in
-docs/results/wildtrade-lite0-v5/lowpass-untrained-val.md that led to `train --input-lowpass`):
+docs/results/v4-followups/lowpass-untrained-val.md that led to `train --input-lowpass`):
 
     python benchmarks/insert_lowpass.py exported_models/wildtrade-lite0-v4.onnx /tmp/lp0.8.onnx 0.8
     wildlife-vision robustness /tmp/lp0.8.onnx --data datasets/wildtrade-v2.csv --split val --edits jpeg,crop,translate \
