@@ -252,6 +252,43 @@ def test_a_left_right_model_flips_under_mirror_and_counts_are_right(tmp_path):
     assert "| mirror | ivory | 0." in cmp
 
 
+def test_an_under_confident_model_moves_less_only_until_its_scores_are_calibrated(tmp_path):
+    """Two models with the same decisions, one with logits 4x smaller: on its own scores the soft one moves less
+    under a mirror; with one temperature fitted per label on the photos' labels (``targets``) both move alike."""
+
+    def lr_model(path: Path, k: float) -> Path:
+        w = np.zeros((3, SIZE, SIZE, 2))
+        w[:, :, : SIZE // 2, 0], w[:, :, SIZE // 2:, 0] = k / (3 * SIZE * SIZE / 2), -k / (3 * SIZE * SIZE / 2)
+        return linear_model(path, w.reshape(-1, 2), np.zeros(2))
+
+    levels = [(150, 100), (140, 120), (135, 125), (170, 90), (100, 150), (120, 140), (125, 135), (90, 170),
+              (145, 110), (110, 145), (131, 129), (129, 131)]
+    paths = [save(halves(l, r), tmp_path / f"c{i}.png") for i, (l, r) in enumerate(levels)]
+    y = np.array([[float(l > r), 0.0] for l, r in levels])
+    y[2, 0], y[6, 0] = 0.0, 1.0  # not separable, so the fitted temperatures are finite
+    got = {}
+    for name, k in (("sharp", 8.0), ("soft", 2.0)):
+        result = measure_robustness(load_model(lr_model(tmp_path / f"{name}.onnx", k)), paths, edits=["mirror"],
+                                    resamples=0, targets=y)
+        got[name] = result
+    sharp, soft = (got[n]["edits"]["mirror"]["per_class"]["ivory"] for n in ("sharp", "soft"))
+    assert soft["p95_abs_change"] < 0.6 * sharp["p95_abs_change"]
+    assert soft["flips"] == sharp["flips"]  # the same decisions
+    assert soft["p95_abs_change_calibrated"] == pytest.approx(sharp["p95_abs_change_calibrated"], abs=1e-4)
+    t_sharp, t_soft = (got[n]["calibration_check"]["ivory"]["temperature"] for n in ("sharp", "soft"))
+    assert t_sharp / t_soft == pytest.approx(4.0, rel=1e-3) and t_soft < 1.0
+    # live_animal has one class here: nothing to fit, no calibrated figure
+    assert "live_animal" not in got["soft"]["calibration_check"]
+    assert "p95_abs_change_calibrated" not in got["soft"]["edits"]["mirror"]["per_class"]["live_animal"]
+    md = to_markdown(got["soft"])
+    assert "p95 at calibrated scores |" in md and f"{soft['p95_abs_change_calibrated']:.4f} |" in md
+    assert "ivory 0." in md and "under-confident" in md
+    assert "calibrated" not in to_markdown(measure_robustness(load_model(tmp_path / "soft.onnx"), paths,
+                                                              edits=["mirror"], resamples=0))
+    with pytest.raises(ValueError, match="targets of shape"):
+        measure_robustness(load_model(tmp_path / "soft.onnx"), paths, edits=["mirror"], targets=y[:3])
+
+
 def test_an_exif_rotated_photo_is_edited_upright_and_not_turned_twice(tmp_path):
     model = load_model(left_right_model(tmp_path / "lr.onnx"))
     upright = halves(255, 0)
@@ -317,7 +354,9 @@ def test_cli_writes_json_and_markdown(tmp_path, tiny_model_path, capsys):
     assert list(result["edits"]) == ["mirror", "jpeg"] and result["labels"] == ["ivory", "live_animal"]
     assert result["thresholds"] == {"ivory": 0.5, "live_animal": 0.5}
     assert "| jpeg | live_animal |" in md.read_text()
+    assert list(result["calibration_check"]) == ["ivory"]  # the split's only label with both classes
     printed = capsys.readouterr().out
+    assert "(at calibrated scores 0." in printed
     assert "5 photos (split test)" in printed and "mirror" in printed
     limited = tmp_path / "limited.json"
     assert cli_main(["robustness", str(tiny_model_path), "--data", str(manifest), "--limit", "3", "--edits", "crop",

@@ -43,7 +43,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     problem = _check_args(args)
     if problem:
         return fail(COMMAND, problem)
-    from ..data.manifest import ManifestError, atomic_write_text, read_manifest
+    from ..data.manifest import ManifestError, atomic_write_text, read_manifest, targets_for
     from ..errors import ModelLoadError
     from ..model import load_model
     from .evaluate import group_ids, select_split
@@ -79,7 +79,8 @@ def run_robustness(args: argparse.Namespace) -> int:
     try:
         result = measure_robustness(model, [s.path for s in samples], edits=edits, seed=args.seed,
                                     batch_size=args.batch_size, workers=args.workers, resamples=args.resamples,
-                                    progress=not args.no_progress, groups=groups, info=info)
+                                    progress=not args.no_progress, groups=groups, info=info,
+                                    targets=targets_for(samples, model.labels))
     except ValueError as e:
         return fail(COMMAND, str(e))
     by_path = {str(s.path): s.image for s in samples}
@@ -110,8 +111,10 @@ def format_summary(result) -> str:
                                                  if ci.get("p95_abs_change") else "")
             fr = ci.get("flip_rate")
             rate = f"{100 * m['flip_rate']:.2f}%" + (f" [{100 * fr[0]:.2f}, {100 * fr[1]:.2f}]" if fr else "")
+            cal = m.get("p95_abs_change_calibrated")
             lines.append(f"  {name:<10} {lab:<14} p95 |change| {p95}  flips {m['flips']}/{m['n']} = {rate}  "
-                         f"{'pass' if m['meets_target'] else 'FAIL'}")
+                         f"{'pass' if m['meets_target'] else 'FAIL'}"
+                         + (f"  (at calibrated scores {cal:.4f})" if cal is not None else ""))
     return "\n".join(lines)
 
 

@@ -512,7 +512,7 @@ def evaluate_model(model_path: Path, manifest: Path, output: Path, split: str = 
 
         report["robustness"] = measure_robustness(
             model, [s.path for s in kept], edits=list(robustness), batch_size=batch_size, workers=workers,
-            progress=True, groups=group_ids(kept), info={"split": split})
+            progress=True, groups=group_ids(kept), info={"split": split}, targets=y)
     if faithfulness:
         if is_checkpoint:
             raise ValueError("--faithfulness tests an exported ONNX model's heatmaps; export the run first")

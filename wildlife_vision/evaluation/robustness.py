@@ -273,8 +273,8 @@ def _per_class(change: np.ndarray, flips: np.ndarray, review_changes: np.ndarray
 def measure_robustness(model: Any, paths: Sequence[Union[str, os.PathLike]],
                        edits: Union[None, str, Sequence[str]] = None, seed: int = 0, batch_size: int = 32,
                        workers: int = 1, resamples: int = DEFAULT_RESAMPLES, progress: bool = False,
-                       groups: Optional[Sequence[str]] = None, info: Optional[Mapping[str, Any]] = None
-                       ) -> Dict[str, Any]:
+                       groups: Optional[Sequence[str]] = None, info: Optional[Mapping[str, Any]] = None,
+                       targets: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Score each photo and its edited versions with ``model`` (a loaded :class:`wildlife_vision.Model`) and
     return the schema-versioned result (``wildlife-vision/robustness/v1``, described in the module docstring).
 
@@ -284,6 +284,10 @@ def measure_robustness(model: Any, paths: Sequence[Union[str, os.PathLike]],
     (:mod:`wildlife_vision.progress`). ``info`` is copied into the result (e.g. the split). Photos that cannot
     be read or scored are counted in ``n_failed`` and left out. Raises :class:`ValueError` when no photo can
     be scored.
+
+    ``targets`` (0/1, one row per path, one column per label): also report each label's p95 |change| on
+    temperature-calibrated scores (:func:`calibrated_change`), so that a model cannot meet the target by being
+    under-confident. The target verdict stays on the model's own scores.
     """
     names = resolve_edits(edits)
     workers = int(workers or 1)
@@ -295,6 +299,8 @@ def measure_robustness(model: Any, paths: Sequence[Union[str, os.PathLike]],
     if groups is not None and len(groups) != len(paths):
         raise ValueError(f"{len(groups)} group ids for {len(paths)} photos")
     labels = list(model.labels)
+    if targets is not None and np.shape(targets) != (len(paths), len(labels)):
+        raise ValueError(f"targets of shape {np.shape(targets)} for {len(paths)} photos and {len(labels)} labels")
     n_all, n_lab, n_ver = len(paths), len(labels), 1 + len(names)
     scores = np.zeros((n_ver, n_all, n_lab), dtype=np.float64)
     flagged = np.zeros((n_ver, n_all, n_lab), dtype=bool)
@@ -358,7 +364,39 @@ def measure_robustness(model: Any, paths: Sequence[Union[str, os.PathLike]],
             "per_class": {lab: _per_class(change[:, j], flips[:, j], moved[:, j], draws)
                           for j, lab in enumerate(labels)},
         }
+    if targets is not None:
+        y = np.asarray(targets, dtype=np.float64)[ok]
+        for j, lab in enumerate(labels):
+            fitted = calibrated_change(y[:, j], base_s[:, j], [scores[v, ok, j] for v in range(1, n_ver)])
+            if fitted is None:
+                continue
+            temperature, p95s = fitted
+            result.setdefault("calibration_check", {})[lab] = {"temperature": temperature}
+            for name, p95 in zip(names, p95s):
+                result["edits"][name]["per_class"][lab]["p95_abs_change_calibrated"] = p95
     return result
+
+
+def calibrated_change(y: np.ndarray, base: np.ndarray, edited: Sequence[np.ndarray]
+                      ) -> Optional[Tuple[float, List[float]]]:
+    """The temperature fitted (negative log-likelihood) on one label's original scores ``base`` and labels ``y``,
+    and the p95 |change| of each of ``edited`` on ``sigmoid(logit(s) / T)``; None when ``y`` has one class only.
+
+    A monotone map leaves every decision as it is but rescales every score change: an under-confident model (T < 1
+    fits) shows small changes that grow once its scores mean what they say. In-sample (the same photos), a
+    diagnostic for comparing models at equal calibration, not a calibration to ship."""
+    from .probability import fit_temperature, logit
+
+    y = np.asarray(y, dtype=np.float64)
+    if y.size == 0 or y.min() == y.max():
+        return None
+    t = fit_temperature(y, base)["temperature"]
+
+    def cal(s: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-logit(s) / t))
+
+    b = cal(base)
+    return float(t), [float(np.quantile(np.abs(cal(e) - b), 0.95)) for e in edited]
 
 
 # ---- Markdown ---------------------------------------------------------------------------------------------------
@@ -367,6 +405,10 @@ def _ci(ci: Optional[Sequence[float]], pct: bool = False) -> str:
     if not ci:
         return ""
     return f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if pct else f" [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _num(v: Optional[float]) -> str:
+    return "" if v is None else f"{v:.4f}"
 
 
 def _where(result: Mapping[str, Any]) -> str:
@@ -380,6 +422,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     whether both targets are met."""
     t = result.get("targets", TARGETS)
     iv = result.get("intervals", {})
+    calibrated = bool(result.get("calibration_check"))
     lines = [f"# Robustness to benign edits: {_where(result)}", "",
              f"Targets per edit and label: p95 |score change| <= {t['p95_abs_change']}, flip rate <= "
              f"{100 * t['flip_rate']:.1f}% (a flip: the photo's flag for the label changes at the model's threshold)."
@@ -387,8 +430,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
              f"({iv.get('resamples', '?')} resamples). Seed {result.get('seed', 0)}; {result.get('n_failed', 0)} "
              "photo(s) could not be read and are left out.", "",
              "| edit | label | p50 \\|Δ\\| | p95 \\|Δ\\| [95% CI] | max \\|Δ\\| | flips | flip rate % [95% CI] "
-             "| review changes | target |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             f"| review changes | target |{' p95 at calibrated scores |' if calibrated else ''}",
+             f"|---|---|---:|---:|---:|---:|---:|---:|---|{'---:|' if calibrated else ''}"]
     zero_flips = False
     for name, e in result["edits"].items():
         for lab, m in e["per_class"].items():
@@ -397,8 +440,15 @@ def to_markdown(result: Mapping[str, Any]) -> str:
             lines.append(f"| {name} | {lab} | {m['p50_abs_change']:.4f} | {m['p95_abs_change']:.4f}"
                          f"{_ci(ci.get('p95_abs_change'))} | {m['max_abs_change']:.4f} | {m['flips']} | "
                          f"{100 * m['flip_rate']:.2f}{_ci(ci.get('flip_rate'), pct=True)} | {m['review_changes']} | "
-                         f"{'pass' if m.get('meets_target') else '**fail**'} |")
+                         f"{'pass' if m.get('meets_target') else '**fail**'} |"
+                         + (f" {_num(m.get('p95_abs_change_calibrated'))} |" if calibrated else ""))
     lines.append("")
+    if calibrated:
+        temps = ", ".join(f"{lab} {v['temperature']:.2f}" for lab, v in result["calibration_check"].items())
+        lines += ["*p95 at calibrated scores*: the same changes after one temperature per label fitted on these "
+                  f"photos' original scores and labels (T: {temps}; T < 1: the model is under-confident). Every "
+                  "decision stays as it is; a p95 that meets the target only on the model's own scores comes from "
+                  "squeezed scores, not from stable ones.", ""]
     if zero_flips:
         n = result["n_images"]
         lines += [f"A flip count of 0 has the bootstrap interval [0, 0]; with {n} photos the one-sided 95% upper "
