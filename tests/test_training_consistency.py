@@ -136,3 +136,40 @@ def test_consistency_edits_choose_the_twins_edits(tmp_path, monkeypatch):
     older = plain.to_dict()
     del older["aug"]["consistency_edits"], older["model"]["input_lowpass"]
     assert TrainConfig.from_dict(older).sha256() == plain.sha256() != cfg.sha256()
+
+
+def test_teacher_kl_pulls_both_views_to_the_teachers_mean_and_softening_does_not_pay():
+    from wildlife_vision_train.consistency import bernoulli_js, teacher_kl
+
+    t_a, t_b = torch.tensor([[4.0, -4.0]]), torch.tensor([[2.0, -2.0]])
+    target = 0.5 * (torch.sigmoid(t_a) + torch.sigmoid(t_b))
+    at_target = torch.log(target / (1 - target))
+    assert float(teacher_kl(at_target, at_target, t_a, t_b)) == pytest.approx(0.0, abs=1e-6)
+    sharp_a, sharp_b = torch.tensor([[3.0, -3.0]]), torch.tensor([[1.0, -1.0]])
+    soft_a, soft_b = sharp_a / 4, sharp_b / 4  # the same decisions, logits 4x smaller
+    assert float(bernoulli_js(soft_a, soft_b)) < float(bernoulli_js(sharp_a, sharp_b))  # JS rewards softening
+    assert float(teacher_kl(soft_a, soft_b, t_a, t_b)) > float(teacher_kl(sharp_a, sharp_b, t_a, t_b))
+    x = at_target.clone().requires_grad_(True)
+    teacher_kl(x, x, t_a, t_b).backward()
+    assert float(x.grad.abs().max()) < 1e-6  # the target is a minimum
+
+
+def test_a_run_with_a_consistency_teacher_trains_and_refuses_a_teacher_of_other_labels(tmp_path, capsys):
+    from wildlife_vision_train.cli import main
+    from wildlife_vision_train.config import TrainConfig
+
+    manifest = write_synthetic_manifest(tmp_path / "d", n_train=4, n_val=3)
+    teacher = tmp_path / "teacher"
+    assert main(train_args(manifest, teacher, "--epochs", "1")) == 0
+    out = tmp_path / "student"
+    assert main(train_args(manifest, out, "--epochs", "1", "--consistency", "2", "--consistency-fraction", "1.0",
+                           "--consistency-teacher", str(teacher))) == 0
+    assert TrainConfig.load_yaml(out / "config.yaml").aug.consistency_teacher == str(teacher)
+    assert "pulled to the mean score of the frozen teacher" in (out / "train.log").read_text()
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["train_consistency_js"] > 0 and np.isfinite(row["train_loss"])
+    assert main(train_args(manifest, tmp_path / "x", "--epochs", "1", "--consistency", "2", "--labels", "ivory",
+                           "--consistency-teacher", str(teacher / "best.pt"))) == 2
+    assert "this run trains ['ivory']" in capsys.readouterr().err
+    assert main(train_args(manifest, tmp_path / "y", "--epochs", "1", "--consistency", "2",
+                           "--consistency-teacher", str(tmp_path / "nope.pt"))) == 2

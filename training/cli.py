@@ -173,6 +173,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="the edits the twins get, one drawn per twin: mirror, crop, translate, jpeg, resize, "
                         "overlay (default: all six); e.g. jpeg,crop,translate to spend the twins where a model "
                         "with mirror canonicalisation in its graph still moves")
+    g.add_argument("--consistency-teacher", default=_D.aug.consistency_teacher, metavar="CHECKPOINT",
+                   help="a finished run's best.pt: instead of the divergence between the two views, pull both to "
+                        "this frozen model's mean score over them (KL), which softening cannot satisfy; costs a "
+                        "teacher forward pass a step")
     g.add_argument("--review-recall", type=float, default=_D.calib.review_recall,
                    help="review band under each threshold reaches down to the score where flagged + review "
                         "catch this share of validation positives")
@@ -267,6 +271,7 @@ _FIELDS = {
     "aug_scale_min": ("aug", "scale_min"), "mixup": ("aug", "mixup"), "cutmix": ("aug", "cutmix"),
     "mixup_prob": ("aug", "mixup_prob"), "consistency": ("aug", "consistency"),
     "consistency_fraction": ("aug", "consistency_fraction"), "consistency_edits": ("aug", "consistency_edits"),
+    "consistency_teacher": ("aug", "consistency_teacher"),
     "review_recall": ("calib", "review_recall"),
     "output": ("run", "output"), "seed": ("run", "seed"), "device": ("run", "device"), "amp": ("run", "amp"),
     "channels_last": ("run", "channels_last"), "keep_freed_memory": ("run", "keep_freed_memory"),

@@ -143,6 +143,7 @@ class AugCfg:
     consistency: float = 0.0              # weight of the edit-consistency loss (training/consistency.py); 0 = off
     consistency_fraction: float = 0.5     # share of each batch given an edited twin when consistency is on
     consistency_edits: Tuple[str, ...] = ()  # the twins' edits, drawn uniformly; () = all of them
+    consistency_teacher: str = ""         # a run's best.pt: pull both views to its mean score instead (JS if empty)
 
     def validate(self) -> None:
         if self.consistency_edits:
@@ -255,8 +256,9 @@ class TrainConfig:
                              ("consistency_fraction", 0.5)):  # added later: hashes of
             if d["aug"].get(key) == default:                                         # older configs stay valid
                 d["aug"].pop(key, None)
-        if not d["aug"].get("consistency_edits"):
-            d["aug"].pop("consistency_edits", None)
+        for key in ("consistency_edits", "consistency_teacher"):
+            if not d["aug"].get(key):
+                d["aug"].pop(key, None)
         if not d["model"].get("input_lowpass"):
             d["model"].pop("input_lowpass", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode("utf-8")).hexdigest()

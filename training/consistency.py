@@ -49,3 +49,17 @@ def bernoulli_js(logits_a: torch.Tensor, logits_b: torch.Tensor, eps: float = 1e
         return p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
 
     return (0.5 * (kl(pa, pm) + kl(pb, pm))).mean()
+
+
+def teacher_kl(student_a: torch.Tensor, student_b: torch.Tensor, teacher_a: torch.Tensor, teacher_b: torch.Tensor,
+               eps: float = 1e-6) -> torch.Tensor:
+    """Mean (over samples, labels and the two views) Bernoulli KL(t || student), t = the frozen teacher's mean
+    probability over the two views: both views are pulled to one confident target. Symmetric JS between the two
+    student views can also be lowered by softening both; this cannot (``train --consistency-teacher``)."""
+    t = (0.5 * (torch.sigmoid(teacher_a.float()) + torch.sigmoid(teacher_b.float()))).clamp(eps, 1 - eps).detach()
+
+    def kl(logits: torch.Tensor) -> torch.Tensor:
+        q = torch.sigmoid(logits.float()).clamp(eps, 1 - eps)
+        return t * torch.log(t / q) + (1 - t) * torch.log((1 - t) / (1 - q))
+
+    return 0.5 * (kl(student_a) + kl(student_b)).mean()

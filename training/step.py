@@ -76,9 +76,10 @@ class TrainStep:
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  device: torch.device, *, amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
                  grad_clip: float = 0.0, ema: Any = None, mixer: Any = None, global_step: int = 0,
-                 consistency: float = 0.0):
+                 consistency: float = 0.0, teacher: Optional[nn.Module] = None):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.consistency = float(consistency)
+        self.teacher = teacher  # frozen, eval mode: the consistency target (teacher_kl) instead of JS
         self.last_consistency = 0.0  # the last step's Jensen-Shannon term (0 without twins)
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.grad_clip, self.ema, self.mixer, self.global_step = grad_clip, ema, mixer, global_step
@@ -117,11 +118,17 @@ class TrainStep:
         loss = self.loss_fn(logits[:n].float(), y)
         self.last_consistency = 0.0
         if use_twins:
-            from wildlife_vision_train.consistency import bernoulli_js
+            from wildlife_vision_train.consistency import bernoulli_js, teacher_kl
 
-            js = bernoulli_js(logits[:n][twin_of.to(self.device)], logits[n:])
-            self.last_consistency = float(js.detach())
-            loss = loss + self.consistency * js
+            idx = twin_of.to(self.device)
+            if self.teacher is not None:
+                with torch.no_grad(), self._autocast():
+                    t = self.teacher(x)
+                term = teacher_kl(logits[:n][idx], logits[n:], t[:n][idx], t[n:])
+            else:
+                term = bernoulli_js(logits[:n][idx], logits[n:])
+            self.last_consistency = float(term.detach())
+            loss = loss + self.consistency * term
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"the loss became {value}")

@@ -298,6 +298,25 @@ def _device_settings(cfg: TrainConfig, device: torch.device) -> Tuple[torch.devi
     return device, amp, channels_last
 
 
+def _teacher(cfg: TrainConfig, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """The frozen model of ``--consistency-teacher`` (a run's best.pt, or its folder), in eval mode."""
+    path = Path(cfg.aug.consistency_teacher)
+    path = path / "best.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"--consistency-teacher {cfg.aug.consistency_teacher}: no such checkpoint")
+    ckpt = load_checkpoint(path)
+    if list(ckpt["labels"]) != list(cfg.data.labels):
+        raise ConfigError(f"--consistency-teacher {path} scores {list(ckpt['labels'])}, this run trains "
+                          f"{list(cfg.data.labels)}")
+    teacher, _ = build_model_from_checkpoint(ckpt)
+    teacher.requires_grad_(False)
+    teacher.to(device)
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    log.info("edit consistency: both views pulled to the mean score of the frozen teacher %s", path)
+    return teacher.eval()
+
+
 def _build_model(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], train_samples: Sequence[Sample]):
     """The backbone with its initial weights; returns (model, pretrained info, train and eval preprocessing,
     cfg with the resolved crop and interpolation)."""
@@ -367,9 +386,10 @@ def _setup(cfg: TrainConfig, run_dir: Path, ckpt: Optional[Dict[str, Any]], worl
     optimizer = make_optimizer(model, cfg.optim)
     schedule = make_schedule(cfg.optim, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    teacher = _teacher(cfg, device, channels_last) if cfg.aug.consistency_teacher and twin_fraction else None
     step = TrainStep(model, loss_fn, optimizer, scheduler, device, amp_dtype=torch.float16 if amp else None,
                      channels_last=channels_last, grad_clip=cfg.optim.grad_clip, ema=make_ema(model, cfg.optim),
-                     mixer=mixer, consistency=cfg.aug.consistency)
+                     mixer=mixer, consistency=cfg.aug.consistency, teacher=teacher)
 
     if world.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
